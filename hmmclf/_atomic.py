@@ -1,0 +1,84 @@
+"""Atomic file writes and directory locks.
+
+Every file hmmclf writes goes to a temporary name in the destination directory
+and is moved into place with :func:`os.replace`, which is atomic on POSIX and
+Windows; a run killed at any moment leaves either the old file or the new one,
+never a half-written one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+from .errors import BusyError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it onto ``path`` on success.
+
+    The temporary file keeps ``path``'s suffix so that writers which choose a
+    format by suffix (matplotlib, numpy) behave as for the final name.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{final.name}.", suffix=f".tmp{final.suffix}", dir=final.parent
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kwargs) -> Iterator[IO]:
+    """Open a temporary file for writing that replaces ``path`` when closed cleanly."""
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, **kwargs) as fh:
+            yield fh
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_open(path, "w", encoding="utf-8", newline="") as fh:
+        fh.write(text)
+
+
+@contextlib.contextmanager
+def directory_lock(directory: str | os.PathLike[str], what: str) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``directory`` or raise :class:`BusyError`.
+
+    The lock is an ``flock`` on ``<directory>/.lock``; the kernel releases it
+    when the process dies, so a killed run never leaves a stale lock behind.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    lock_path = directory / ".lock"
+    fh = open(lock_path, "a+")
+    try:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: fall back to no lock
+            fcntl = None
+        if fcntl is not None:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise BusyError(
+                    f"{directory}: another hmmclf {what} is writing here; "
+                    "wait for it to finish or choose another output directory"
+                ) from None
+        yield
+    finally:
+        fh.close()

@@ -1,0 +1,288 @@
+"""Command-line interface. It parses options and delegates to :mod:`hmmclf.pipeline`.
+
+Every user error is one line on stderr and a non-zero exit code (2); ``--debug``
+or ``HMMCLF_DEBUG=1`` shows tracebacks instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import HmmclfError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 1
+
+
+def _debug_enabled() -> bool:
+    return os.environ.get("HMMCLF_DEBUG", "") not in ("", "0")
+
+
+class _Group(click.Group):
+    """A click group that turns exceptions into one-line errors."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except KeyboardInterrupt:
+            click.echo("hmmclf: interrupted", err=True)
+            sys.exit(130)
+        except (HmmclfError, FileExistsError) as exc:
+            if _debug_enabled():
+                raise
+            click.echo(f"hmmclf: error: {exc}", err=True)
+            sys.exit(EXIT_USER_ERROR)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
+            if _debug_enabled():
+                raise
+            message = str(exc).splitlines()[0] if str(exc) else ""
+            click.echo(
+                f"hmmclf: internal error: {type(exc).__name__}: {message} (run with --debug for the traceback)",
+                err=True,
+            )
+            sys.exit(EXIT_INTERNAL_ERROR)
+
+
+class Progress:
+    """Progress on stderr: a rewritten line on a terminal, a few lines in a log."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.started: dict[str, float] = {}
+        self.last_decile: dict[str, int] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        now = time.perf_counter()
+        start = self.started.setdefault(stage, now)
+        fraction = done / total if total else 1.0
+        text = f"{stage}: {done}/{total} ({100 * fraction:.0f}%) {now - start:.1f} s"
+        if self.tty:
+            click.echo("\r" + text + " " * 8, err=True, nl=done >= total)
+        else:
+            decile = int(fraction * 10)
+            if decile != self.last_decile.get(stage) or done >= total:
+                self.last_decile[stage] = decile
+                click.echo(text, err=True)
+
+
+def _log(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _command_line() -> str:
+    return "hmmclf " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _model_params(states: int | None, topology: str | None) -> dict:
+    params = {}
+    if states is not None:
+        params["n_states"] = states
+    if topology is not None:
+        params["topology"] = topology
+    return params
+
+
+def _jobs_option(f):
+    return click.option(
+        "--jobs", "-j", type=int, default=None, help="Worker processes (default: all cores)."
+    )(f)
+
+
+def _scheduler_option(f):
+    return click.option(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="Run the parallel work on a Dask cluster (tcp://host:port; default $DASK_SCHEDULER_ADDRESS or local).",
+    )(f)
+
+
+def _data_options(f):
+    f = click.option("--groups", default="auto", show_default=True, help="Group column for CV folds, or 'none'.")(f)
+    f = click.option("--labels", "labels_csv", default="train.csv", show_default=True, type=click.Path(dir_okay=False), help="Labels file.")(f)
+    f = click.option("--data", "data_dir", default="train", show_default=True, type=click.Path(file_okay=False), help="Folder of clips.")(f)
+    return f
+
+
+def _model_options(f):
+    f = click.option("--topology", type=click.Choice(["ergodic", "left-right"]), default=None, help="HMM topology.")(f)
+    f = click.option("--states", type=click.IntRange(1, 64), default=None, help="Hidden states per HMM.")(f)
+    return f
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hmmclf")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+def main(debug: bool) -> None:
+    """Classify lung-sound clips as normal, crackle, wheeze or both with per-state Gaussian HMMs."""
+    if debug:
+        os.environ["HMMCLF_DEBUG"] = "1"
+
+
+@main.command()
+@_data_options
+@click.option("--out", "out_dir", default="features", show_default=True, type=click.Path(file_okay=False), help="Feature cache directory.")
+@_jobs_option
+@_scheduler_option
+def extract(data_dir: str, labels_csv: str, groups: str, out_dir: str, jobs: int | None, scheduler: str | None) -> None:
+    """Extract MFCC + delta frame features of every usable clip into a cache.
+
+    Unusable rows and clips are skipped and listed with their reason in
+    OUT/skipped.csv. Re-running recomputes only new or changed clips.
+    """
+    from .cache import extract_corpus
+    from .parallel import compute_backend
+    from .pipeline import extract_summary
+
+    with compute_backend(scheduler) as backend:
+        _log(f"extract: {data_dir} with {labels_csv} on {backend}")
+        result = extract_corpus(data_dir, labels_csv, out_dir, groups=groups, n_jobs=jobs, progress=Progress())
+    for note in result.notes:
+        _log(f"note: {note}")
+    if result.features.group_column is None:
+        _log("WARNING: the labels file has no patient/recording column: CV folds cannot be grouped by patient")
+    click.echo(extract_summary(result))
+
+
+@main.command()
+@click.option("--folds", type=click.IntRange(2, 100), default=5, show_default=True, help="Number of CV folds.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fold split and the models.")
+@click.option("--features", "features_dir", default="features", show_default=True, type=click.Path(file_okay=False), help="Feature cache (extracted first if missing).")
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False), help="Report directory (default reports/cv-<timestamp>).")
+@_data_options
+@_model_options
+@_jobs_option
+@_scheduler_option
+def cv(folds, seed, features_dir, out_dir, data_dir, labels_csv, groups, states, topology, jobs, scheduler) -> None:
+    """Stratified, patient-grouped K-fold cross-validation with the ICBHI metrics.
+
+    Writes report.json, report.md, confusion.png and predictions.csv.
+    """
+    from .parallel import compute_backend
+    from .pipeline import ensure_features, new_report_dir, run_cv
+    from .report import format_summary
+
+    out = Path(out_dir) if out_dir else new_report_dir()
+    with compute_backend(scheduler) as backend:
+        features = ensure_features(features_dir, data_dir, labels_csv, groups=groups, n_jobs=jobs, progress=Progress(), log=_log)
+        if features.groups is None:
+            _log("WARNING: no patient/recording column: folds are NOT grouped by patient; scores will be optimistic")
+        _log(f"cv: {folds} folds over {len(features)} clips on {backend}")
+        report = run_cv(
+            features, out, n_folds=folds, seed=seed, model_params=_model_params(states, topology),
+            n_jobs=jobs, progress=Progress(), command=_command_line(),
+        )
+    click.echo(format_summary(report))
+    click.echo(f"cv: {report['seconds']:.1f} s; report in {out}/report.md")
+
+
+@main.command()
+@click.option("--features", "features_dir", default="features", show_default=True, type=click.Path(file_okay=False), help="Feature cache (extracted first if missing).")
+@click.option("--out", "out_path", default="model.npz", show_default=True, type=click.Path(dir_okay=False), help="Model file to write.")
+@_data_options
+@_model_options
+@_jobs_option
+def train(features_dir, out_path, data_dir, labels_csv, groups, states, topology, jobs) -> None:
+    """Fit the model on every usable clip and save it (npz + JSON, no pickle)."""
+    from .pipeline import ensure_features, train_model
+
+    features = ensure_features(features_dir, data_dir, labels_csv, groups=groups, n_jobs=jobs, progress=Progress(), log=_log)
+    _log(f"train: {len(features)} clips")
+    model, path, seconds = train_model(features, out_path, _model_params(states, topology))
+    for state, rep in model.fit_report_.items():
+        _log(
+            f"  {state:8s} {rep['clips']:5d} clips {rep['frames']:7d} frames, {rep['n_states']} states, "
+            f"{rep['iterations']} EM iterations, {'converged' if rep['converged'] else 'NOT converged (n_iter reached)'}"
+        )
+    click.echo(f"train: model saved to {path} ({seconds:.1f} s)")
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--model", "model_path", default="model.npz", show_default=True, type=click.Path(dir_okay=False), help="Model file from 'hmmclf train'.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option("--jobs", "-j", type=int, default=1, show_default=True, help="Worker processes for feature extraction.")
+def predict(paths, model_path, fmt, jobs) -> None:
+    """Predict the label set of clips (files or directories of clips).
+
+    A clip that cannot be read gets an error entry; the others are still
+    predicted, and the exit code is 1 at the end.
+    """
+    from .pipeline import predict_clips
+
+    results = predict_clips(paths, model_path, n_jobs=jobs)
+    click.echo(format_predictions(results, fmt))
+    failed = sum("error" in r for r in results)
+    if failed:
+        _log(f"predict: {failed} of {len(results)} clips could not be read")
+        sys.exit(1)
+
+
+def format_predictions(results: list[dict], fmt: str) -> str:
+    """Predictions as a table, JSON or CSV."""
+    from .labels import LABEL_STATES
+
+    if fmt == "json":
+        return json.dumps(results, indent=2)
+    if fmt == "csv":
+        import csv
+        import io
+
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["file", "labels", "state"] + [f"posterior_{s}" for s in LABEL_STATES] + [f"log_likelihood_{s}" for s in LABEL_STATES] + ["error"])
+        for r in results:
+            if "error" in r:
+                writer.writerow([r["file"], "", ""] + [""] * 8 + [r["error"]])
+            else:
+                writer.writerow(
+                    [r["file"], "+".join(r["labels"]), r["state"]]
+                    + [r["posterior"][s] for s in LABEL_STATES]
+                    + [r["log_likelihood"][s] for s in LABEL_STATES]
+                    + [""]
+                )
+        return buf.getvalue().rstrip("\n")
+    width = max([len(Path(r["file"]).name) for r in results] + [4])
+    lines = [f"{'file':{width}s}  {'state':8s} " + " ".join(f"{'p_' + s:>9s}" for s in LABEL_STATES)]
+    for r in results:
+        name = Path(r["file"]).name
+        if "error" in r:
+            lines.append(f"{name:{width}s}  ERROR: {r['error']}")
+        else:
+            lines.append(f"{name:{width}s}  {r['state']:8s} " + " ".join(f"{r['posterior'][s]:9.3f}" for s in LABEL_STATES))
+    return "\n".join(lines)
+
+
+@main.command()
+@click.argument("directory", default="demo", type=click.Path(file_okay=False))
+@click.option("--seed", type=int, default=0, show_default=True)
+@_jobs_option
+def demo(directory: str, seed: int, jobs: int | None) -> None:
+    """Synthesise a small corpus in DIRECTORY and run extract, cv, train and predict on it."""
+    from .pipeline import run_demo
+    from .report import format_summary
+
+    result = run_demo(directory, seed=seed, n_jobs=jobs, progress=Progress(), log=_log)
+    click.echo(format_summary(result.report))
+    click.echo(format_predictions(result.predictions, "table"))
+    click.echo(
+        f"demo: done in {result.seconds:.1f} s. Corpus {result.directory}/train + train.csv, "
+        f"model {result.model_path}, report {result.report_dir}/report.md"
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

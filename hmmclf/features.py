@@ -1,0 +1,171 @@
+"""Frame-level features: MFCC with deltas, from mono samples at the analysis rate.
+
+All parameters live in one serialisable :class:`FeatureConfig`, saved with every
+feature cache and model, so a model is never applied to features computed
+another way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Every parameter of the frame features.
+
+    Parameters
+    ----------
+    sample_rate : int
+        Analysis rate in Hz every clip is resampled to. 4000 Hz is ICBHI's
+        lowest recording rate; wheezes and crackles lie below 2 kHz.
+    n_mfcc : int
+        Cepstral coefficients per frame (c0, the log-energy term, included).
+    n_mels : int
+        Mel bands the cepstrum is computed from.
+    fmin, fmax : float
+        Band of the mel filterbank in Hz. The lower edge cuts heart sounds and
+        handling noise; ``fmax`` must not exceed ``sample_rate / 2``.
+    frame_length : int
+        FFT window in samples (256 samples = 64 ms at 4 kHz).
+    hop_length : int
+        Frame step in samples (80 samples = 20 ms at 4 kHz).
+    deltas : int
+        0 (MFCC only), 1 (+Δ) or 2 (+Δ+ΔΔ).
+    delta_width : int
+        Odd window, in frames, of the delta regression.
+    cepstral_mean_norm : bool
+        Subtract each clip's mean MFCC vector: removes the stethoscope's and the
+        chest's fixed spectral colouring, which otherwise differs more between
+        devices than between classes.
+    min_frames : int
+        Clips with fewer frames are skipped as too short.
+    """
+
+    sample_rate: int = 4000
+    n_mfcc: int = 13
+    n_mels: int = 40
+    fmin: float = 50.0
+    fmax: float = 2000.0
+    frame_length: int = 256
+    hop_length: int = 80
+    deltas: int = 1
+    delta_width: int = 9
+    cepstral_mean_norm: bool = True
+    min_frames: int = 10
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.sample_rate < 1000:
+            problems.append(f"sample_rate must be >= 1000 Hz, got {self.sample_rate}")
+        if not 1 <= self.n_mfcc <= self.n_mels:
+            problems.append(f"n_mfcc must be in 1..n_mels ({self.n_mels}), got {self.n_mfcc}")
+        if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
+            problems.append(
+                f"need 0 <= fmin < fmax <= sample_rate/2, got fmin={self.fmin}, fmax={self.fmax}, "
+                f"sample_rate={self.sample_rate}"
+            )
+        if self.frame_length < 16 or self.hop_length < 1 or self.hop_length > self.frame_length:
+            problems.append(
+                f"need frame_length >= 16 and 1 <= hop_length <= frame_length, got "
+                f"{self.frame_length}/{self.hop_length}"
+            )
+        if self.deltas not in (0, 1, 2):
+            problems.append(f"deltas must be 0, 1 or 2, got {self.deltas}")
+        if self.delta_width < 3 or self.delta_width % 2 == 0:
+            problems.append(f"delta_width must be odd and >= 3, got {self.delta_width}")
+        if self.min_frames < max(2, self.delta_width if self.deltas else 2):
+            problems.append(
+                f"min_frames must be >= delta_width ({self.delta_width}) when deltas are used, got {self.min_frames}"
+            )
+        if problems:
+            raise ValueError("invalid feature config: " + "; ".join(problems))
+
+    @property
+    def n_features(self) -> int:
+        """Dimensions of one frame vector."""
+        return self.n_mfcc * (1 + self.deltas)
+
+    @property
+    def frame_seconds(self) -> float:
+        """Frame step in seconds."""
+        return self.hop_length / self.sample_rate
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form of the config."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> FeatureConfig:
+        """Build a config from :meth:`to_dict` output; unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - names
+        if unknown:
+            raise ValueError(f"unknown feature config keys: {', '.join(sorted(unknown))}")
+        return cls(**dict(values))
+
+    def fingerprint(self) -> str:
+        """Short hash identifying the config; caches and models store it."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def n_frames_for(n_samples: int, config: FeatureConfig) -> int:
+    """Frames :func:`compute_features` gives for ``n_samples`` (centred frames)."""
+    return 1 + n_samples // config.hop_length
+
+
+def compute_features(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """Frame features of one clip.
+
+    Parameters
+    ----------
+    samples : numpy.ndarray
+        Mono samples at ``config.sample_rate``.
+    config : FeatureConfig
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 array of shape (n_frames, config.n_features): MFCC, then Δ,
+        then ΔΔ when asked.
+
+    Raises
+    ------
+    ValueError
+        When the clip gives fewer than ``config.min_frames`` frames.
+    """
+    import librosa
+
+    samples = np.asarray(samples, dtype=np.float32)
+    if samples.ndim != 1:
+        raise ValueError(f"samples must be 1-D mono, got shape {samples.shape}")
+    frames = n_frames_for(samples.size, config)
+    if frames < config.min_frames:
+        seconds = samples.size / config.sample_rate
+        raise ValueError(f"too short ({seconds:.3f} s gives {frames} frames < {config.min_frames})")
+    mfcc = librosa.feature.mfcc(
+        y=samples,
+        sr=config.sample_rate,
+        n_mfcc=config.n_mfcc,
+        n_fft=config.frame_length,
+        hop_length=config.hop_length,
+        n_mels=config.n_mels,
+        fmin=config.fmin,
+        fmax=config.fmax,
+    )
+    if config.cepstral_mean_norm:
+        mfcc = mfcc - mfcc.mean(axis=1, keepdims=True)
+    parts = [mfcc]
+    for order in range(1, config.deltas + 1):
+        parts.append(librosa.feature.delta(mfcc, width=config.delta_width, order=order))
+    features = np.concatenate(parts, axis=0).T.astype(np.float32)
+    if not np.isfinite(features).all():  # pragma: no cover - guarded by the audio checks
+        raise ValueError("non-finite features")
+    return np.ascontiguousarray(features)

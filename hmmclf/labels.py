@@ -1,0 +1,326 @@
+"""Reading labels files: layouts, label sets, groups and the rows that cannot be used.
+
+Four label states are modelled. ``normal`` excludes the others; ``crackle`` and
+``wheeze`` may co-occur, and their co-occurrence is the state ``both``:
+
+======== ====================
+state    label set
+======== ====================
+normal   {normal}
+crackle  {crackle}
+wheeze   {wheeze}
+both     {crackle, wheeze}
+======== ====================
+
+Accepted layouts of the labels file (column names are case-insensitive, the
+separator is sniffed, a UTF-8 byte-order mark is ignored):
+
+``label``
+    one column ``label``/``labels``/``class`` with ``normal``, ``crackle``,
+    ``wheeze`` or ``both``; ``both`` may also be written ``wheeze+crackle``,
+    ``crackle,wheeze``, ``crackle;wheeze``, ``crackles & wheezes`` ...
+``icbhi``
+    0/1 columns ``crackles``/``crackle`` and ``wheezes``/``wheeze``.
+``onehot``
+    0/1 columns ``normal``, ``wheeze`` and ``crackle`` (plural names accepted).
+
+The file column is one of ``filename``/``file``/``file_name``/``fname``/``path``.
+The group column used to keep one patient's clips on one side of a CV split is
+the first of ``patient_id``/``patient``/``subject``/``recording`` unless chosen.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+import pandas as pd
+
+from .errors import LabelsFileError
+
+LABEL_STATES: tuple[str, ...] = ("normal", "crackle", "wheeze", "both")
+"""The label states, in the order used by every array, report and model file."""
+
+STATE_LABELS: dict[str, tuple[str, ...]] = {
+    "normal": ("normal",),
+    "crackle": ("crackle",),
+    "wheeze": ("wheeze",),
+    "both": ("crackle", "wheeze"),
+}
+"""The label set each state stands for."""
+
+FILE_COLUMNS = ("filename", "file", "file_name", "fname", "path")
+LABEL_COLUMNS = ("label", "labels", "class")
+CRACKLE_COLUMNS = ("crackles", "crackle")
+WHEEZE_COLUMNS = ("wheezes", "wheeze")
+GROUP_COLUMNS = ("patient_id", "patient", "subject", "recording")
+
+LAYOUTS_HELP = (
+    "accepted layouts: a file column (filename/file/file_name/fname/path) with either "
+    "a label column (label/labels/class), 0/1 columns crackles+wheezes, "
+    "or one-hot 0/1 columns normal+wheeze+crackle"
+)
+
+_TOKEN_SPLIT = re.compile(r"\s*(?:\+|,|;|/|&|\band\b|\s)\s*")
+_TOKEN_NAMES = {
+    "normal": "normal",
+    "none": "normal",
+    "healthy": "normal",
+    "crackle": "crackle",
+    "crackles": "crackle",
+    "wheeze": "wheeze",
+    "wheezes": "wheeze",
+    "both": "both",
+}
+_TRUE = {"1", "1.0", "true", "yes", "y", "t"}
+_FALSE = {"0", "0.0", "false", "no", "n", "f", ""}
+
+
+def labels_to_state(labels: set[str] | frozenset[str]) -> str:
+    """Map a label set to its state; raise ``ValueError`` when the set is not valid.
+
+    >>> labels_to_state({"wheeze", "crackle"})
+    'both'
+    """
+    labels = set(labels)
+    if "both" in labels:
+        labels.discard("both")
+        labels |= {"crackle", "wheeze"}
+    if not labels:
+        raise ValueError("no label")
+    if "normal" in labels and len(labels) > 1:
+        raise ValueError("contradictory labels: normal together with " + "+".join(sorted(labels - {"normal"})))
+    for state, members in STATE_LABELS.items():
+        if labels == set(members):
+            return state
+    raise ValueError("unknown label set " + "+".join(sorted(labels)))  # pragma: no cover
+
+
+def parse_label_text(text: str) -> str:
+    """Parse one cell of a ``label`` column into a state.
+
+    Raises ``ValueError`` with the skip reason for unknown or contradictory text.
+    """
+    raw = str(text).strip().lower()
+    if not raw:
+        raise ValueError("no label")
+    tokens = [t for t in _TOKEN_SPLIT.split(raw) if t]
+    unknown = [t for t in tokens if t not in _TOKEN_NAMES]
+    if unknown:
+        raise ValueError(f"unknown label {text.strip()!r}")
+    return labels_to_state({_TOKEN_NAMES[t] for t in tokens})
+
+
+def _parse_flag(value: str, column: str) -> bool:
+    v = str(value).strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise ValueError(f"unknown value {value!r} in column {column!r} (expected 0 or 1)")
+
+
+def check_relative_path(name: str) -> str:
+    """Return ``name`` as a POSIX relative path, or raise ``ValueError`` if it leaves its directory.
+
+    Absolute paths (POSIX or Windows, drive letters included) and any ``..``
+    component are refused: such a path is never opened.
+    """
+    name = str(name).strip()
+    if not name:
+        raise ValueError("empty file name")
+    if "\x00" in name:
+        raise ValueError("file name holds a NUL byte")
+    win = PureWindowsPath(name)
+    posix = PurePosixPath(name.replace("\\", "/"))
+    if posix.is_absolute() or win.is_absolute() or win.drive or name.startswith(("/", "\\")):
+        raise ValueError("absolute path; paths must be relative to the data directory")
+    if ".." in posix.parts:
+        raise ValueError("path leaves the data directory")
+    return posix.as_posix()
+
+
+@dataclass
+class LabelTable:
+    """The usable rows of a labels file and the rows that were left out.
+
+    Attributes
+    ----------
+    rows : pandas.DataFrame
+        Columns ``file`` (path relative to the data directory), ``state`` and
+        ``group`` (string, or None for every row when there is no group column).
+    skipped : pandas.DataFrame
+        Columns ``file`` and ``reason``, one row per unusable line.
+    layout : str
+        ``label``, ``icbhi`` or ``onehot``.
+    group_column : str or None
+        The column used for grouped cross-validation.
+    """
+
+    rows: pd.DataFrame
+    skipped: pd.DataFrame
+    layout: str
+    group_column: str | None
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise LabelsFileError(f"{path}: cannot read labels file ({exc.strerror or exc})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    if not text.strip():
+        raise LabelsFileError(f"{path}: labels file is empty")
+    first_line = text.lstrip().splitlines()[0]
+    try:
+        delimiter = csv.Sniffer().sniff(first_line, delimiters=",;\t|").delimiter
+    except csv.Error:
+        delimiter = ","
+    try:
+        table = pd.read_csv(
+            io.StringIO(text),
+            sep=delimiter,
+            dtype=str,
+            keep_default_na=False,
+            skipinitialspace=True,
+            on_bad_lines="skip",
+        )
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+        raise LabelsFileError(f"{path}: cannot parse labels file ({str(exc).splitlines()[0]})") from None
+    table.columns = [str(c).strip().lower() for c in table.columns]
+    return table
+
+
+def _first_present(columns: list[str], names: tuple[str, ...]) -> str | None:
+    return next((name for name in names if name in columns), None)
+
+
+def read_labels(
+    csv_path: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str] | None = None,
+    groups: str | None = "auto",
+) -> LabelTable:
+    """Read a labels file in any accepted layout.
+
+    Parameters
+    ----------
+    csv_path : path
+        The labels file.
+    data_dir : path, optional
+        Directory the file names are relative to. When given, rows whose file
+        is missing are skipped with the reason ``missing file``.
+    groups : str or None
+        ``"auto"`` picks the first present of ``patient_id``, ``patient``,
+        ``subject``, ``recording``; ``None`` or ``"none"`` uses no groups; any
+        other value names the column to use.
+
+    Returns
+    -------
+    LabelTable
+
+    Raises
+    ------
+    LabelsFileError
+        When the file cannot be read, is empty, or has no file or label columns.
+    """
+    path = Path(csv_path)
+    table = _read_table(path)
+    columns = list(table.columns)
+    file_col = _first_present(columns, FILE_COLUMNS)
+    label_col = _first_present(columns, LABEL_COLUMNS)
+    crackle_col = _first_present(columns, CRACKLE_COLUMNS)
+    wheeze_col = _first_present(columns, WHEEZE_COLUMNS)
+    if label_col:
+        layout = "label"
+    elif "normal" in columns and crackle_col and wheeze_col:
+        layout = "onehot"
+    elif crackle_col and wheeze_col:
+        layout = "icbhi"
+    else:
+        layout = None
+    if file_col is None or layout is None:
+        missing = "file" if file_col is None else "label"
+        raise LabelsFileError(
+            f"{path}: no {missing} column found (columns: {', '.join(columns) or 'none'}); {LAYOUTS_HELP}"
+        )
+
+    if groups is None or str(groups).lower() == "none":
+        group_col = None
+    elif groups == "auto":
+        group_col = _first_present(columns, GROUP_COLUMNS)
+    else:
+        group_col = str(groups).strip().lower()
+        if group_col not in columns:
+            raise LabelsFileError(
+                f"{path}: group column {groups!r} not found (columns: {', '.join(columns)})"
+            )
+
+    base = Path(data_dir).resolve() if data_dir is not None else None
+    kept: list[dict[str, object]] = []
+    skipped: list[dict[str, str]] = []
+    for record in table.to_dict("records"):
+        name = str(record.get(file_col, "")).strip()
+        try:
+            rel = check_relative_path(name)
+            if layout == "label":
+                state = parse_label_text(record[label_col])
+            else:
+                labels = set()
+                if _parse_flag(record[crackle_col], crackle_col):
+                    labels.add("crackle")
+                if _parse_flag(record[wheeze_col], wheeze_col):
+                    labels.add("wheeze")
+                if layout == "onehot" and _parse_flag(record["normal"], "normal"):
+                    labels.add("normal")
+                if layout == "icbhi" and not labels:
+                    labels.add("normal")
+                state = labels_to_state(labels)
+            if base is not None:
+                full = (base / rel).resolve()
+                # A symlink inside the data directory may still point out of it.
+                if base not in full.parents:
+                    raise ValueError("path leaves the data directory")
+                if not full.is_file():
+                    raise ValueError("missing file")
+        except ValueError as exc:
+            skipped.append({"file": name, "reason": str(exc)})
+            continue
+        group = None
+        if group_col is not None:
+            group = str(record.get(group_col, "")).strip() or None
+        kept.append({"file": rel, "state": state, "group": group})
+
+    rows = pd.DataFrame(kept, columns=["file", "state", "group"])
+    # Duplicate rows of one file: keep the first when they agree, drop all when not.
+    if len(rows):
+        dup_mask = rows.duplicated("file", keep=False)
+        if dup_mask.any():
+            conflicting = rows[dup_mask].groupby("file")["state"].nunique()
+            conflicting = set(conflicting[conflicting > 1].index)
+            first_of_file = set(rows.drop_duplicates("file").index)
+            drop = []
+            for idx, file in rows.loc[dup_mask, "file"].items():
+                if file in conflicting:
+                    drop.append(idx)
+                    skipped.append({"file": file, "reason": "duplicate rows with conflicting labels"})
+                elif idx not in first_of_file:
+                    drop.append(idx)
+                    skipped.append({"file": file, "reason": "duplicate row (first kept)"})
+            rows = rows.drop(index=drop).reset_index(drop=True)
+    if group_col is not None and len(rows) and rows["group"].isna().any():
+        # A clip without a group cannot be placed safely; give it its own group.
+        missing = rows["group"].isna()
+        rows.loc[missing, "group"] = "__nogroup__" + rows.loc[missing, "file"]
+    return LabelTable(
+        rows=rows,
+        skipped=pd.DataFrame(skipped, columns=["file", "reason"]),
+        layout=layout,
+        group_column=group_col,
+    )

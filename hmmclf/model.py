@@ -1,0 +1,690 @@
+"""The classifier: one Gaussian HMM per label state, compared by log-likelihood.
+
+:class:`HMMClassifier` follows scikit-learn's estimator API. ``X`` is a sequence
+of clips, each a (n_frames, n_features) array; ``y`` holds label states
+(``normal``, ``crackle``, ``wheeze``, ``both``). Training fits one diagonal
+:class:`hmmlearn.hmm.GaussianHMM` per state on the frames of that state's
+clips; a clip is assigned the state whose model gives the highest
+*length-normalised* log-likelihood (per frame, so long clips do not dominate)
+plus the state's log-prior and an optional offset.
+
+Scoring does not call hmmlearn per clip: emission log-densities of all frames
+are computed in one matrix product and the forward recursion runs over many
+clips at once (see :func:`forward_log_likelihood`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from . import __version__
+from ._atomic import atomic_path
+from .errors import ModelFileError
+from .labels import LABEL_STATES
+
+MODEL_FORMAT = "hmmclf-model"
+MODEL_FORMAT_VERSION = 1
+TOPOLOGIES = ("ergodic", "left-right")
+SCALE_FLOOR = 1e-6
+
+
+def _as_sequences(X: Sequence[np.ndarray], n_features: int | None = None) -> list[np.ndarray]:
+    """Validate a sequence of 2-D frame arrays; return them as float64 arrays."""
+    if isinstance(X, np.ndarray) and X.ndim == 2:
+        raise ValueError("X must be a sequence of (n_frames, n_features) arrays, one per clip, not one 2-D array")
+    sequences = []
+    for i, seq in enumerate(X):
+        arr = np.asarray(seq, dtype=np.float64)
+        if arr.ndim != 2 or arr.shape[0] < 1:
+            raise ValueError(f"clip {i}: expected a (n_frames, n_features) array, got shape {arr.shape}")
+        if n_features is not None and arr.shape[1] != n_features:
+            raise ValueError(f"clip {i}: has {arr.shape[1]} features, the model expects {n_features}")
+        if not np.isfinite(arr).all():
+            raise ValueError(f"clip {i}: holds non-finite values")
+        sequences.append(arr)
+    if not sequences:
+        raise ValueError("X holds no clips")
+    return sequences
+
+
+def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
+    """log(sum(exp(a))) along ``axis``, safe where every term is -inf."""
+    peak = np.max(a, axis=axis, keepdims=True)
+    peak = np.where(np.isfinite(peak), peak, 0.0)
+    with np.errstate(divide="ignore"):
+        out = np.log(np.sum(np.exp(a - peak), axis=axis, keepdims=True)) + peak
+    return np.squeeze(out, axis=axis)
+
+
+def gaussian_log_density(frames: np.ndarray, means: np.ndarray, variances: np.ndarray) -> np.ndarray:
+    """Log-density of each frame under each diagonal Gaussian state.
+
+    Parameters
+    ----------
+    frames : (n_frames, n_features) array
+    means, variances : (n_states, n_features) arrays
+
+    Returns
+    -------
+    (n_frames, n_states) array
+    """
+    precision = 1.0 / variances
+    const = -0.5 * (means.shape[1] * np.log(2 * np.pi) + np.log(variances).sum(axis=1) + (means**2 * precision).sum(axis=1))
+    return const - 0.5 * (frames**2) @ precision.T + frames @ (means * precision).T
+
+
+def forward_log_likelihood(
+    log_emission: np.ndarray,
+    lengths: np.ndarray,
+    log_startprob: np.ndarray,
+    log_transmat: np.ndarray,
+    batch_size: int = 512,
+) -> np.ndarray:
+    """Total log-likelihood of each sequence by the forward algorithm, many sequences at once.
+
+    The recursion runs in probability space with per-step normalisation (the
+    "scaling" forward algorithm): emissions are divided by their per-frame
+    maximum, whose log is added back, so nothing underflows unless every
+    reachable state is more than ~700 nats below the best one. Such sequences
+    are recomputed in log space.
+
+    Parameters
+    ----------
+    log_emission : (sum(lengths), n_states) array
+        Frame log-densities of the concatenated sequences.
+    lengths : (n_sequences,) int array
+    log_startprob : (n_states,) array
+    log_transmat : (n_states, n_states) array
+
+    Returns
+    -------
+    (n_sequences,) array
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    n_states = log_emission.shape[1]
+    frame_max = log_emission.max(axis=1)
+    emission = np.exp(log_emission - frame_max[:, None])
+    startprob, transmat = np.exp(log_startprob), np.exp(log_transmat)
+    result = np.empty(len(lengths))
+    # Sorting by length keeps the padding of each batch small.
+    order = np.argsort(lengths, kind="stable")
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        batch_lengths = lengths[batch]
+        t_max = int(batch_lengths.max())
+        padded = np.ones((t_max, len(batch), n_states))
+        for row, idx in enumerate(batch):
+            padded[: lengths[idx], row] = emission[offsets[idx] : offsets[idx + 1]]
+        alpha = startprob[None, :] * padded[0]
+        log_scale = np.zeros((t_max, len(batch)))
+        for t in range(t_max):
+            if t:
+                alpha = (alpha @ transmat) * padded[t]
+            norm = alpha.sum(axis=1)
+            log_scale[t] = np.log(np.where(norm > 0, norm, np.nan))
+            alpha /= np.where(norm > 0, norm, 1.0)[:, None]
+        active = np.arange(t_max)[:, None] < batch_lengths[None, :]
+        with np.errstate(invalid="ignore"):
+            result[batch] = np.where(active, log_scale, 0.0).sum(axis=0)
+        result[batch] += np.array([frame_max[offsets[i] : offsets[i + 1]].sum() for i in batch])
+    for i in np.flatnonzero(~np.isfinite(result)):
+        result[i] = _forward_log_space(log_emission[offsets[i] : offsets[i + 1]], log_startprob, log_transmat)
+    return result
+
+
+def _forward_log_space(log_emission: np.ndarray, log_startprob: np.ndarray, log_transmat: np.ndarray) -> float:
+    """Log-space forward algorithm for one sequence (the underflow-proof fallback)."""
+    alpha = log_startprob + log_emission[0]
+    for t in range(1, len(log_emission)):
+        alpha = _logsumexp(alpha[:, None] + log_transmat, axis=0) + log_emission[t]
+    return float(_logsumexp(alpha, axis=0))
+
+
+class HMMClassifier(ClassifierMixin, BaseEstimator):
+    """One Gaussian HMM per label state; the clip's state is the best-scoring model.
+
+    Parameters
+    ----------
+    n_states : int
+        Hidden states per HMM. Reduced (and reported in ``fit_report_``) for a
+        label state whose frames are too few to estimate that many Gaussians.
+    topology : {"ergodic", "left-right"}
+        Ergodic HMMs may move between any states; left-right ones only stay
+        or advance, and start in the first state.
+    n_iter : int
+        Most EM iterations per HMM.
+    tol : float
+        EM stops when an iteration gains less than this in log-likelihood per frame.
+    min_covar : float
+        Floor added to every variance (features are standardised first), so
+        a state that captures near-identical frames cannot collapse.
+    init_frames : int
+        Frames sampled per label state for the k-means initialisation; k-means
+        on all frames costs more than the EM itself and gains nothing.
+    standardize : bool
+        Scale every feature to zero mean and unit variance with statistics of
+        the training frames.
+    class_prior : {"empirical", "uniform"}
+        Log-prior added to each state's score: training clip frequencies, or equal.
+    class_offsets : tuple of 4 floats, optional
+        Extra additive offsets per state (order of ``LABEL_STATES``), e.g. tuned
+        on inner folds to trade sensitivity against specificity.
+    implementation : {"scaling", "log"}
+        hmmlearn's forward-backward variant for training. "scaling" is about
+        three times faster; a fit it cannot carry out (underflow) is redone
+        with "log".
+    random_state : int
+        Seed of the k-means initialisation and the frame subsample.
+    n_jobs : int
+        Label-state models fitted in parallel.
+
+    Attributes
+    ----------
+    classes_ : ndarray of str
+        The label states, in the order of the columns of :meth:`predict_proba`.
+    hmms_ : list of hmmlearn.hmm.GaussianHMM
+    feature_mean_, feature_scale_ : ndarray
+        Standardisation statistics of the training frames.
+    class_log_prior_ : ndarray
+    fit_report_ : dict
+        Per state: clips, frames, states used, EM iterations, convergence.
+    n_features_in_ : int
+    """
+
+    def __init__(
+        self,
+        n_states: int = 5,
+        topology: str = "ergodic",
+        n_iter: int = 20,
+        tol: float = 1e-3,
+        min_covar: float = 1e-3,
+        init_frames: int = 5000,
+        standardize: bool = True,
+        class_prior: str = "empirical",
+        class_offsets: tuple[float, ...] | None = None,
+        implementation: str = "scaling",
+        random_state: int = 0,
+        n_jobs: int = 1,
+    ) -> None:
+        self.n_states = n_states
+        self.topology = topology
+        self.n_iter = n_iter
+        self.tol = tol
+        self.min_covar = min_covar
+        self.init_frames = init_frames
+        self.standardize = standardize
+        self.class_prior = class_prior
+        self.class_offsets = class_offsets
+        self.implementation = implementation
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    # ----------------------------------------------------------------- fitting
+    def _check_params(self) -> None:
+        problems = []
+        if not isinstance(self.n_states, (int, np.integer)) or self.n_states < 1:
+            problems.append(f"n_states must be a positive integer, got {self.n_states!r}")
+        if self.topology not in TOPOLOGIES:
+            problems.append(f"topology must be one of {TOPOLOGIES}, got {self.topology!r}")
+        if self.n_iter < 1:
+            problems.append(f"n_iter must be >= 1, got {self.n_iter}")
+        if self.tol < 0 or self.min_covar <= 0:
+            problems.append("tol must be >= 0 and min_covar > 0")
+        if self.init_frames < 10:
+            problems.append(f"init_frames must be >= 10, got {self.init_frames}")
+        if self.class_prior not in ("empirical", "uniform"):
+            problems.append(f"class_prior must be 'empirical' or 'uniform', got {self.class_prior!r}")
+        if self.class_offsets is not None and len(self.class_offsets) != len(LABEL_STATES):
+            problems.append(f"class_offsets must have {len(LABEL_STATES)} values (one per state), got {self.class_offsets!r}")
+        if self.implementation not in ("log", "scaling"):
+            problems.append(f"implementation must be 'log' or 'scaling', got {self.implementation!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def fit(self, X: Sequence[np.ndarray], y: Sequence[str]) -> HMMClassifier:
+        """Fit one HMM per label state.
+
+        Parameters
+        ----------
+        X : sequence of (n_frames, n_features) arrays
+        y : sequence of str
+            Label state of each clip.
+
+        Raises
+        ------
+        ValueError
+            For invalid parameters or input, or when a label state has no clip.
+        """
+        from .parallel import parallel_map
+
+        self._check_params()
+        sequences = _as_sequences(X)
+        y = np.asarray(y, dtype=str)
+        if len(y) != len(sequences):
+            raise ValueError(f"X has {len(sequences)} clips but y has {len(y)} labels")
+        unknown = sorted(set(y.tolist()) - set(LABEL_STATES))
+        if unknown:
+            raise ValueError(f"unknown label states {unknown}; expected {list(LABEL_STATES)}")
+        empty = [s for s in LABEL_STATES if not np.any(y == s)]
+        if empty:
+            raise ValueError(f"label state(s) {', '.join(empty)} have no training clips; every state needs some")
+        n_features = sequences[0].shape[1]
+        sequences = _as_sequences(sequences, n_features)
+        all_frames = np.concatenate(sequences)
+        if self.standardize:
+            self.feature_mean_ = all_frames.mean(axis=0)
+            self.feature_scale_ = np.maximum(all_frames.std(axis=0), SCALE_FLOOR)
+        else:
+            self.feature_mean_ = np.zeros(n_features)
+            self.feature_scale_ = np.ones(n_features)
+        del all_frames
+        self.classes_ = np.array(LABEL_STATES)
+        self.n_features_in_ = n_features
+        counts = np.array([np.sum(y == s) for s in LABEL_STATES], dtype=float)
+        if self.class_prior == "empirical":
+            self.class_log_prior_ = np.log(counts / counts.sum())
+        else:
+            self.class_log_prior_ = np.full(len(LABEL_STATES), -np.log(len(LABEL_STATES)))
+
+        tasks = []
+        for k, state in enumerate(LABEL_STATES):
+            members = [self._standardize(sequences[i]) for i in np.flatnonzero(y == state)]
+            tasks.append((state, members, k))
+        fitted = parallel_map(self._fit_state, tasks, n_jobs=self.n_jobs)
+        self.hmms_ = [hmm for hmm, _ in fitted]
+        self.fit_report_ = {state: report for (state, _, _), (_, report) in zip(tasks, fitted)}
+        return self
+
+    def _standardize(self, frames: np.ndarray) -> np.ndarray:
+        return (frames - self.feature_mean_) / self.feature_scale_
+
+    def _fit_state(self, task: tuple[str, list[np.ndarray], int]):
+        """Fit the HMM of one label state; return it with a report of the fit."""
+        from hmmlearn.hmm import GaussianHMM
+
+        state, sequences, k = task
+        frames = np.concatenate(sequences)
+        lengths = np.array([len(s) for s in sequences])
+        n_features = frames.shape[1]
+        # Each state's Gaussian needs several frames per dimension to be estimated.
+        n_states = int(max(1, min(self.n_states, len(frames) // (2 * n_features))))
+        rng = np.random.default_rng([self.random_state, k])
+        if self.topology == "left-right":
+            means, variances = _flat_start(sequences, n_states, self.min_covar)
+            startprob = np.zeros(n_states)
+            startprob[0] = 1.0
+            transmat = np.diag(np.full(n_states, 0.8)) + np.diag(np.full(n_states - 1, 0.2), k=1)
+            transmat[-1, -1] = 1.0
+        else:
+            means, variances = _kmeans_start(frames, n_states, self.init_frames, self.min_covar, rng)
+            startprob = np.full(n_states, 1.0 / n_states)
+            transmat = np.full((n_states, n_states), 0.2 / max(1, n_states - 1)) if n_states > 1 else np.ones((1, 1))
+            np.fill_diagonal(transmat, 0.8 if n_states > 1 else 1.0)
+
+        def fit_hmm(implementation: str) -> GaussianHMM:
+            hmm = GaussianHMM(
+                n_components=n_states,
+                covariance_type="diag",
+                min_covar=self.min_covar,
+                n_iter=self.n_iter,
+                # hmmlearn's tol is on the total log-likelihood, which grows with the
+                # number of frames; a per-frame tolerance means the same for every state.
+                tol=self.tol * len(frames),
+                random_state=seed,
+                init_params="",
+                params="stmc",
+                implementation=implementation,
+            )
+            hmm.n_features = n_features
+            hmm.startprob_ = startprob
+            hmm.transmat_ = transmat
+            hmm.means_ = means
+            hmm.covars_ = variances
+            with np.errstate(all="ignore"):
+                hmm.fit(frames, lengths)
+            return hmm
+
+        seed = int(rng.integers(2**31 - 1))
+        implementation = self.implementation
+        try:
+            hmm = fit_hmm(implementation)
+            usable = np.isfinite(hmm.means_).all() and np.isfinite(hmm._covars_).all() and np.isfinite(hmm.transmat_).all()
+        except ValueError:
+            usable = False
+        if not usable and implementation == "scaling":
+            # Scaling works in probability space and fails when a frame is
+            # improbable under every state; the log-space variant cannot underflow.
+            implementation = "log"
+            hmm = fit_hmm(implementation)
+        _repair_transitions(hmm, self.topology)
+        if not (np.isfinite(hmm.means_).all() and np.isfinite(hmm._covars_).all()):
+            raise ValueError(f"the HMM of state {state!r} diverged to non-finite parameters")
+        history = list(hmm.monitor_.history)
+        # hmmlearn calls a run that used up n_iter "converged"; here converged
+        # means the last EM step gained less than tol per frame.
+        converged = len(history) >= 2 and abs(history[-1] - history[-2]) < self.tol * len(frames)
+        report = {
+            "clips": len(sequences),
+            "frames": int(len(frames)),
+            "n_states": n_states,
+            "iterations": int(hmm.monitor_.iter),
+            "converged": bool(converged),
+            "implementation": implementation,
+            "log_likelihood_per_frame": float(history[-1] / len(frames)) if history else None,
+        }
+        if n_states < self.n_states:
+            report["note"] = f"reduced from {self.n_states} states: only {len(frames)} frames"
+        return hmm, report
+
+    # ----------------------------------------------------------------- scoring
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "hmms_"):
+            from sklearn.exceptions import NotFittedError
+
+            raise NotFittedError("this HMMClassifier is not fitted yet; call fit first")
+
+    def log_likelihood(self, X: Sequence[np.ndarray]) -> np.ndarray:
+        """Total log-likelihood of each clip under each state's HMM, shape (n_clips, 4)."""
+        self._check_fitted()
+        sequences = _as_sequences(X, self.n_features_in_)
+        lengths = np.array([len(s) for s in sequences])
+        frames = self._standardize(np.concatenate(sequences))
+        out = np.empty((len(sequences), len(self.hmms_)))
+        for k, hmm in enumerate(self.hmms_):
+            log_emission = gaussian_log_density(frames, hmm.means_, hmm._covars_)
+            with np.errstate(divide="ignore"):
+                out[:, k] = forward_log_likelihood(
+                    log_emission, lengths, np.log(hmm.startprob_), np.log(hmm.transmat_)
+                )
+        return out
+
+    def _offsets(self) -> np.ndarray:
+        return np.zeros(len(LABEL_STATES)) if self.class_offsets is None else np.asarray(self.class_offsets, float)
+
+    def decision_scores(self, X: Sequence[np.ndarray], log_likelihood: np.ndarray | None = None) -> np.ndarray:
+        """Per-frame log-likelihood + log-prior + offset of each state, shape (n_clips, 4).
+
+        ``log_likelihood`` from :meth:`log_likelihood` may be passed to avoid
+        scoring the clips twice.
+        """
+        if log_likelihood is None:
+            log_likelihood = self.log_likelihood(X)
+        lengths = np.array([len(s) for s in X], dtype=float)
+        return log_likelihood / lengths[:, None] + self.class_log_prior_ + self._offsets()
+
+    def decision_function(self, X: Sequence[np.ndarray]) -> np.ndarray:
+        """Same as :meth:`decision_scores` (scikit-learn's name)."""
+        return self.decision_scores(X)
+
+    def predict_proba(self, X: Sequence[np.ndarray]) -> np.ndarray:
+        """Posterior of each state: softmax of :meth:`decision_scores`."""
+        return softmax(self.decision_scores(X))
+
+    def predict(self, X: Sequence[np.ndarray]) -> np.ndarray:
+        """Label state of each clip."""
+        return self.classes_[np.argmax(self.decision_scores(X), axis=1)]
+
+    def score(self, X: Sequence[np.ndarray], y: Sequence[str], sample_weight: Any = None) -> float:
+        """ICBHI Score, (sensitivity + specificity) / 2, of the predictions for ``X``.
+
+        Replaces accuracy, which rewards always answering ``normal``.
+        """
+        from .evaluation import icbhi_metrics
+
+        return icbhi_metrics(np.asarray(y, dtype=str), self.predict(X))["score"]
+
+    def decode(self, frames: np.ndarray) -> dict[str, tuple[float, np.ndarray]]:
+        """Viterbi path of one clip under every state's HMM.
+
+        Returns
+        -------
+        dict
+            state -> (Viterbi log-probability, hidden-state index per frame).
+        """
+        self._check_fitted()
+        (seq,) = _as_sequences([frames], self.n_features_in_)
+        seq = self._standardize(seq)
+        return {state: hmm.decode(seq, algorithm="viterbi") for state, hmm in zip(self.classes_, self.hmms_)}
+
+    def frame_log_likelihood(self, frames: np.ndarray) -> np.ndarray:
+        """Per-frame log-likelihood increments of one clip under each HMM, shape (n_frames, 4).
+
+        The increments are differences of successive forward log-likelihoods
+        log p(x_1..x_t) - log p(x_1..x_{t-1}); their sum is the clip's total.
+        """
+        self._check_fitted()
+        (seq,) = _as_sequences([frames], self.n_features_in_)
+        seq = self._standardize(seq)
+        out = np.empty((len(seq), len(self.hmms_)))
+        for k, hmm in enumerate(self.hmms_):
+            log_emission = gaussian_log_density(seq, hmm.means_, hmm._covars_)
+            with np.errstate(divide="ignore"):
+                log_start, log_trans = np.log(hmm.startprob_), np.log(hmm.transmat_)
+            alpha = log_start + log_emission[0]
+            totals = [_logsumexp(alpha, axis=0)]
+            for t in range(1, len(seq)):
+                alpha = _logsumexp(alpha[:, None] + log_trans, axis=0) + log_emission[t]
+                totals.append(_logsumexp(alpha, axis=0))
+            out[:, k] = np.diff(np.asarray(totals), prepend=0.0)
+        return out
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.non_deterministic = False
+        return tags
+
+
+def softmax(scores: np.ndarray) -> np.ndarray:
+    """Row-wise softmax."""
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def _kmeans_start(
+    frames: np.ndarray, n_states: int, init_frames: int, min_covar: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Means and variances of k-means clusters of a frame subsample."""
+    from sklearn.cluster import KMeans
+
+    sample = frames if len(frames) <= init_frames else frames[rng.choice(len(frames), init_frames, replace=False)]
+    km = KMeans(n_clusters=n_states, n_init=3, random_state=int(rng.integers(2**31 - 1))).fit(sample)
+    global_var = sample.var(axis=0) + min_covar
+    variances = np.empty((n_states, frames.shape[1]))
+    for k in range(n_states):
+        members = sample[km.labels_ == k]
+        # A cluster of one or two frames has no usable variance: borrow the global one.
+        variances[k] = members.var(axis=0) + min_covar if len(members) > 2 else global_var
+    return km.cluster_centers_.astype(float), variances
+
+
+def _flat_start(sequences: list[np.ndarray], n_states: int, min_covar: float) -> tuple[np.ndarray, np.ndarray]:
+    """Means and variances of equal time segments: the usual left-right initialisation."""
+    buckets: list[list[np.ndarray]] = [[] for _ in range(n_states)]
+    for seq in sequences:
+        bounds = np.linspace(0, len(seq), n_states + 1).round().astype(int)
+        for k in range(n_states):
+            buckets[k].append(seq[bounds[k] : bounds[k + 1]])
+    all_frames = np.concatenate(sequences)
+    means = np.empty((n_states, all_frames.shape[1]))
+    variances = np.empty_like(means)
+    for k, parts in enumerate(buckets):
+        block = np.concatenate(parts) if parts else all_frames
+        if len(block) < 3:
+            block = all_frames
+        means[k] = block.mean(axis=0)
+        variances[k] = block.var(axis=0) + min_covar
+    return means, variances
+
+
+def _repair_transitions(hmm, topology: str) -> None:
+    """Give every state a valid outgoing distribution after EM.
+
+    hmmlearn leaves an all-zero row for a state that no training frame visited,
+    and then refuses to score; such a state is made to stay put (it is never
+    entered, so this changes no likelihood).
+    """
+    transmat = np.array(hmm.transmat_, dtype=float)
+    dead = transmat.sum(axis=1) <= 0
+    if dead.any():
+        for k in np.flatnonzero(dead):
+            transmat[k] = 0.0
+            transmat[k, k] = 1.0
+        hmm.transmat_ = transmat
+    startprob = np.array(hmm.startprob_, dtype=float)
+    if startprob.sum() <= 0:
+        startprob = np.zeros(len(startprob))
+        startprob[0] = 1.0
+        hmm.startprob_ = startprob
+
+
+# --------------------------------------------------------------------- saving
+def _rebuild_hmm(startprob: np.ndarray, transmat: np.ndarray, means: np.ndarray, variances: np.ndarray):
+    from hmmlearn.hmm import GaussianHMM
+
+    hmm = GaussianHMM(n_components=len(startprob), covariance_type="diag", init_params="", params="")
+    hmm.n_features = means.shape[1]
+    hmm.startprob_ = startprob
+    hmm.transmat_ = transmat
+    hmm.means_ = means
+    hmm.covars_ = variances
+    return hmm
+
+
+def save_model(model: HMMClassifier, path: str | os.PathLike[str], feature_config: Any) -> Path:
+    """Save a fitted model as a pickle-free npz file (arrays + embedded JSON metadata).
+
+    A human-readable copy of the metadata is written beside it as ``.json``.
+    Both writes are atomic.
+    """
+    model._check_fitted()
+    path = Path(path)
+    arrays: dict[str, np.ndarray] = {
+        "feature_mean": model.feature_mean_,
+        "feature_scale": model.feature_scale_,
+        "class_log_prior": model.class_log_prior_,
+    }
+    for state, hmm in zip(model.classes_, model.hmms_):
+        arrays[f"{state}.startprob"] = np.asarray(hmm.startprob_, dtype=np.float64)
+        arrays[f"{state}.transmat"] = np.asarray(hmm.transmat_, dtype=np.float64)
+        arrays[f"{state}.means"] = np.asarray(hmm.means_, dtype=np.float64)
+        arrays[f"{state}.variances"] = np.asarray(hmm._covars_, dtype=np.float64)
+    params = model.get_params()
+    if params.get("class_offsets") is not None:
+        params["class_offsets"] = [float(v) for v in params["class_offsets"]]
+    meta = {
+        "format": MODEL_FORMAT,
+        "format_version": MODEL_FORMAT_VERSION,
+        "hmmclf_version": __version__,
+        "states": list(model.classes_),
+        "n_features": int(model.n_features_in_),
+        "params": params,
+        "feature_config": feature_config.to_dict(),
+        "feature_config_fingerprint": feature_config.fingerprint(),
+        "fit_report": model.fit_report_,
+    }
+    arrays["meta"] = np.array(json.dumps(meta))
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    with atomic_path(path.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    return path
+
+
+def load_model(path: str | os.PathLike[str]):
+    """Load and validate a model saved by :func:`save_model`.
+
+    Returns
+    -------
+    (HMMClassifier, FeatureConfig)
+
+    Raises
+    ------
+    ModelFileError
+        For a missing, damaged, foreign or inconsistent file. Nothing in the
+        file is unpickled or executed (``allow_pickle=False``).
+    """
+    from .features import FeatureConfig
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no model file here (run 'hmmclf train')")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise ModelFileError(f"{path}: damaged or foreign model file ({str(exc).splitlines()[0]})") from None
+    try:
+        if "meta" not in arrays or arrays["meta"].dtype.kind != "U" or arrays["meta"].ndim != 0:
+            raise ValueError("no hmmclf metadata")
+        meta = json.loads(str(arrays["meta"]))
+        if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
+            raise ValueError("not an hmmclf model")
+        if meta.get("format_version") != MODEL_FORMAT_VERSION:
+            raise ValueError(
+                f"model format version {meta.get('format_version')!r}; this hmmclf reads {MODEL_FORMAT_VERSION}"
+            )
+        if list(meta.get("states", [])) != list(LABEL_STATES):
+            raise ValueError(f"label states {meta.get('states')!r} differ from {list(LABEL_STATES)}")
+        config = FeatureConfig.from_dict(meta["feature_config"])
+        if config.fingerprint() != meta.get("feature_config_fingerprint"):
+            raise ValueError("feature config does not match its fingerprint")
+        n_features = int(meta["n_features"])
+        if n_features != config.n_features:
+            raise ValueError(f"model has {n_features} features, its feature config gives {config.n_features}")
+        params = dict(meta["params"])
+        if params.get("class_offsets") is not None:
+            params["class_offsets"] = tuple(float(v) for v in params["class_offsets"])
+        model = HMMClassifier(**params)
+        model._check_params()
+
+        def array(name: str, shape: tuple[int, ...]) -> np.ndarray:
+            if name not in arrays:
+                raise ValueError(f"missing array {name!r}")
+            arr = arrays[name]
+            if arr.dtype != np.float64 or arr.shape != shape:
+                raise ValueError(f"array {name!r} has dtype {arr.dtype} shape {arr.shape}, expected float64 {shape}")
+            if not np.isfinite(arr).all():
+                raise ValueError(f"array {name!r} holds non-finite values")
+            return arr
+
+        model.feature_mean_ = array("feature_mean", (n_features,))
+        model.feature_scale_ = array("feature_scale", (n_features,))
+        if (model.feature_scale_ <= 0).any():
+            raise ValueError("feature_scale must be positive")
+        model.class_log_prior_ = array("class_log_prior", (len(LABEL_STATES),))
+        hmms = []
+        for state in LABEL_STATES:
+            if f"{state}.startprob" not in arrays:
+                raise ValueError(f"missing HMM of state {state!r}")
+            k = arrays[f"{state}.startprob"].shape[0] if arrays[f"{state}.startprob"].ndim == 1 else -1
+            if k < 1:
+                raise ValueError(f"{state}.startprob must be 1-D")
+            startprob = array(f"{state}.startprob", (k,))
+            transmat = array(f"{state}.transmat", (k, k))
+            means = array(f"{state}.means", (k, n_features))
+            variances = array(f"{state}.variances", (k, n_features))
+            if (startprob < 0).any() or not np.isclose(startprob.sum(), 1.0):
+                raise ValueError(f"{state}.startprob is not a probability vector")
+            if (transmat < 0).any() or not np.allclose(transmat.sum(axis=1), 1.0):
+                raise ValueError(f"{state}.transmat rows are not probability vectors")
+            if (variances <= 0).any():
+                raise ValueError(f"{state}.variances must be positive")
+            hmms.append(_rebuild_hmm(startprob, transmat, means, variances))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ModelFileError(f"{path}: invalid model file ({exc})") from None
+    model.hmms_ = hmms
+    model.classes_ = np.array(LABEL_STATES)
+    model.n_features_in_ = n_features
+    model.fit_report_ = meta.get("fit_report", {})
+    return model, config

@@ -1,0 +1,276 @@
+"""The jobs behind the CLI commands: extract, cv, train, predict.
+
+Each function takes plain arguments, does one job and returns what it made;
+the CLI only parses options, calls these and prints.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from .cache import CACHE_FILE, ExtractResult, FeatureSet, extract_corpus, load_feature_set
+from .errors import AudioError, CacheError, HmmclfError
+from .features import FeatureConfig
+from .labels import LABEL_STATES, STATE_LABELS
+
+AUDIO_SUFFIXES = (".wav", ".wave", ".flac", ".ogg", ".aif", ".aiff", ".au", ".w64", ".rf64")
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+def default_model_params() -> dict[str, Any]:
+    """Model parameters used when none are given."""
+    return {}
+
+
+def ensure_features(
+    features_dir: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str],
+    labels_csv: str | os.PathLike[str],
+    config: FeatureConfig | None = None,
+    groups: str | None = "auto",
+    n_jobs: int | None = None,
+    progress: ProgressFn | None = None,
+    log: Callable[[str], None] | None = None,
+) -> FeatureSet:
+    """Load the feature cache, or extract it first when it is missing, unfinished or of another config."""
+    cache_path = Path(features_dir) / CACHE_FILE
+    reason = None
+    if not cache_path.exists():
+        reason = "no feature cache"
+    else:
+        try:
+            features = load_feature_set(cache_path)
+        except CacheError as exc:
+            reason = f"cache unusable ({exc})"
+        else:
+            if not features.complete:
+                reason = "cache is an unfinished extraction"
+            elif config is not None and features.config != config:
+                reason = "cache was made with another feature config"
+            else:
+                return features
+    if log:
+        log(f"{reason}: extracting {data_dir} with {labels_csv} into {features_dir}")
+    result = extract_corpus(data_dir, labels_csv, features_dir, config=config, groups=groups, n_jobs=n_jobs, progress=progress)
+    if log:
+        log(extract_summary(result))
+    return result.features
+
+
+def extract_summary(result: ExtractResult) -> str:
+    """One line: how many clips were used, reused, skipped and why."""
+    counts = result.features.counts()
+    reasons = result.skipped["reason"].str.replace(r":.*", "", regex=True).value_counts()
+    skipped = ", ".join(f"{n} {r}" for r, n in reasons.items())
+    line = (
+        f"extract: {len(result.features)} clips usable ({', '.join(f'{s} {n}' for s, n in counts.items())}); "
+        f"{result.computed} computed, {result.reused} reused; {len(result.skipped)} skipped"
+        + (f" ({skipped})" if skipped else "")
+        + f"; {result.seconds:.1f} s -> {result.cache_path}"
+    )
+    if len(result.skipped):
+        line += f"; reasons in {result.cache_path.parent / 'skipped.csv'}"
+    return line
+
+
+def new_report_dir(base: str | os.PathLike[str] = "reports", prefix: str = "cv") -> Path:
+    """A fresh ``<base>/<prefix>-<timestamp>`` directory name that does not exist yet."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    candidate = Path(base) / f"{prefix}-{stamp}"
+    n = 2
+    while candidate.exists():
+        candidate = Path(base) / f"{prefix}-{stamp}-{n}"
+        n += 1
+    return candidate
+
+
+def make_model(params: dict[str, Any] | None = None):
+    """An :class:`hmmclf.model.HMMClassifier` with the defaults updated by ``params``."""
+    from .model import HMMClassifier
+
+    merged = default_model_params()
+    merged.update(params or {})
+    try:
+        return HMMClassifier(**merged)
+    except TypeError as exc:
+        raise HmmclfError(f"invalid model parameters: {exc}") from None
+
+
+def run_cv(
+    features: FeatureSet,
+    out_dir: str | os.PathLike[str],
+    n_folds: int = 5,
+    seed: int = 0,
+    model_params: dict[str, Any] | None = None,
+    n_jobs: int | None = None,
+    progress: ProgressFn | None = None,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Cross-validate and write the report; return the report dictionary."""
+    from .evaluation import bootstrap_score_interval, cross_validate
+    from .report import write_cv_report
+
+    out_dir = Path(out_dir)
+    if (out_dir / "report.json").exists():
+        raise HmmclfError(f"{out_dir}: already holds a report; reports are never overwritten, choose another --out")
+    model = make_model(model_params)
+    try:
+        result = cross_validate(features, model, n_folds=n_folds, seed=seed, n_jobs=n_jobs, progress=progress)
+    except ValueError as exc:
+        raise HmmclfError(f"cv: {exc}") from None
+    interval = bootstrap_score_interval(
+        result.predictions["true"].to_numpy(), result.predictions["predicted"].to_numpy(), features.groups, seed=seed
+    )
+    return write_cv_report(result, out_dir, command=command, extra={"score_interval": interval})
+
+
+def train_model(
+    features: FeatureSet,
+    out_path: str | os.PathLike[str],
+    model_params: dict[str, Any] | None = None,
+) -> tuple[Any, Path, float]:
+    """Fit on every usable clip and save the model; return (model, path, seconds)."""
+    from .model import save_model
+
+    started = time.perf_counter()
+    model = make_model(model_params)
+    try:
+        model.fit(features.sequences, features.states)
+    except ValueError as exc:
+        raise HmmclfError(f"train: {exc}") from None
+    path = save_model(model, out_path, features.config)
+    return model, path, time.perf_counter() - started
+
+
+def list_clips(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Expand directories into their audio files (sorted, not recursive); keep files as given."""
+    clips: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            clips.extend(sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES))
+        else:
+            clips.append(path)
+    return clips
+
+
+def _predict_features(task: tuple[list[str], FeatureConfig]) -> list[tuple]:
+    """Worker: features of a chunk of clips to predict."""
+    from .cache import clip_features
+
+    paths, config = task
+    out = []
+    for path in paths:
+        try:
+            out.append(("ok", clip_features(path, config)[0]))
+        except AudioError as exc:
+            out.append(("error", exc.reason))
+    return out
+
+
+def predict_clips(
+    paths: Sequence[str | os.PathLike[str]],
+    model_path: str | os.PathLike[str],
+    n_jobs: int | None = 1,
+    chunk_size: int = 64,
+) -> list[dict[str, Any]]:
+    """Predict every clip; an unreadable clip gets an ``error`` entry instead.
+
+    Returns
+    -------
+    list of dict
+        Per clip: ``file``, ``labels`` (the label set), ``state``,
+        ``log_likelihood`` and ``posterior`` per state; or ``file`` and ``error``.
+    """
+    from .model import load_model, softmax
+    from .parallel import parallel_map
+
+    model, config = load_model(model_path)
+    clips = [str(p) for p in list_clips(paths)]
+    if not clips:
+        raise HmmclfError(f"no audio files found in {', '.join(str(p) for p in paths)}")
+    chunks = [clips[k : k + chunk_size] for k in range(0, len(clips), chunk_size)]
+    results = [r for chunk in parallel_map(_predict_features, [(c, config) for c in chunks], n_jobs=n_jobs) for r in chunk]
+    ok = [i for i, r in enumerate(results) if r[0] == "ok"]
+    out: list[dict[str, Any]] = [{"file": c} for c in clips]
+    if ok:
+        sequences = [results[i][1] for i in ok]
+        log_likelihood = model.log_likelihood(sequences)
+        scores = model.decision_scores(sequences, log_likelihood=log_likelihood)
+        posterior = softmax(scores)
+        for row, i in enumerate(ok):
+            state = LABEL_STATES[int(np.argmax(scores[row]))]
+            out[i].update(
+                {
+                    "labels": list(STATE_LABELS[state]),
+                    "state": state,
+                    "log_likelihood": {s: round(float(v), 4) for s, v in zip(LABEL_STATES, log_likelihood[row])},
+                    "posterior": {s: round(float(v), 6) for s, v in zip(LABEL_STATES, posterior[row])},
+                }
+            )
+    for i, r in enumerate(results):
+        if r[0] == "error":
+            out[i]["error"] = r[1]
+    return out
+
+
+@dataclass
+class DemoResult:
+    """What :func:`run_demo` made."""
+
+    directory: Path
+    report: dict[str, Any]
+    model_path: Path
+    predictions: list[dict[str, Any]]
+    seconds: float
+    report_dir: Path
+
+
+def run_demo(
+    directory: str | os.PathLike[str] = "demo",
+    seed: int = 0,
+    n_folds: int = 3,
+    n_jobs: int | None = None,
+    progress: ProgressFn | None = None,
+    log: Callable[[str], None] | None = None,
+) -> DemoResult:
+    """Synthesise the demo corpus in ``directory`` and run extract, cv, train and predict on it."""
+    import pandas as pd
+
+    from .synth import synthesize_corpus
+
+    started = time.perf_counter()
+    directory = Path(directory)
+    say = log or (lambda message: None)
+    synthesize_corpus(directory, seed=seed)
+    say(f"demo: synthesised corpus in {directory}/train with {directory}/train.csv")
+    extracted = extract_corpus(directory / "train", directory / "train.csv", directory / "features", n_jobs=n_jobs, progress=progress)
+    say(extract_summary(extracted))
+    report_dir = new_report_dir(directory / "reports")
+    report = run_cv(
+        extracted.features, report_dir, n_folds=n_folds, seed=seed, n_jobs=n_jobs, progress=progress,
+        command=f"hmmclf demo {directory} --seed {seed}",
+    )
+    _, model_path, train_seconds = train_model(extracted.features, directory / "model.npz")
+    say(f"demo: model trained on all clips in {train_seconds:.1f} s -> {model_path}")
+    labels = pd.read_csv(directory / "train.csv")
+    # One clip per label state, plus the unreadable file, to show both kinds of output.
+    examples = [labels.loc[labels["label"] == state, "filename"].iloc[0] for state in LABEL_STATES]
+    examples += [f for f in labels["filename"] if f not in extracted.features.files][:1]
+    predictions = predict_clips([directory / "train" / f for f in examples], model_path)
+    return DemoResult(
+        directory=directory,
+        report=report,
+        model_path=model_path,
+        predictions=predictions,
+        seconds=time.perf_counter() - started,
+        report_dir=report_dir,
+    )

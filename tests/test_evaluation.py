@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+
+from hmmclf.cache import extract_corpus
+from hmmclf.evaluation import bootstrap_score_interval, cross_validate, icbhi_metrics, make_folds
+from hmmclf.model import HMMClassifier
+
+
+def test_icbhi_definitions():
+    y_true = np.array(["normal"] * 4 + ["crackle"] * 2 + ["wheeze"] * 2 + ["both"] * 2)
+    y_pred = np.array(["normal", "normal", "normal", "wheeze", "crackle", "normal", "wheeze", "wheeze", "crackle", "both"])
+    m = icbhi_metrics(y_true, y_pred)
+    assert m["specificity"] == pytest.approx(0.75)
+    # Abnormal hits: crackle 1, wheeze 2, both 1 ("both" predicted as "crackle" is a miss) -> 4/6.
+    assert m["sensitivity"] == pytest.approx(4 / 6)
+    assert m["score"] == pytest.approx((0.75 + 4 / 6) / 2)
+    assert m["confusion_matrix"][3] == [0, 1, 0, 1]
+    assert m["per_class"]["wheeze"]["recall"] == 1.0
+    assert m["per_class"]["wheeze"]["precision"] == pytest.approx(2 / 3)
+
+
+def test_always_normal_scores_one_half():
+    y = np.array(["normal", "crackle", "wheeze", "both", "normal"])
+    m = icbhi_metrics(y, np.full(5, "normal"))
+    assert (m["score"], m["sensitivity"], m["specificity"]) == (0.5, 0.0, 1.0)
+
+
+def test_metrics_refuse_unknown_states():
+    with pytest.raises(ValueError, match="unknown states"):
+        icbhi_metrics(np.array(["normal"]), np.array(["rhonchi"]))
+
+
+def test_grouped_folds_keep_groups_apart():
+    rng = np.random.default_rng(0)
+    states = rng.choice(["normal", "crackle", "wheeze", "both"], size=200)
+    groups = rng.integers(0, 20, size=200).astype(str)
+    folds = make_folds(states, groups, 5, seed=0)
+    assert len(folds) == 5
+    covered = np.concatenate([test for _, test in folds])
+    assert sorted(covered.tolist()) == list(range(200))
+    for train, test in folds:
+        assert not set(groups[train]) & set(groups[test])
+    assert [t.tolist() for _, t in make_folds(states, groups, 5, seed=0)] == [t.tolist() for _, t in folds]
+    with pytest.raises(ValueError, match="only 3 groups"):
+        make_folds(states[:30], np.array(["a", "b", "c"] * 10), 5, seed=0)
+
+
+def test_cross_validate_on_a_small_corpus(corpus, tmp_path):
+    features = extract_corpus(corpus / "train", corpus / "train.csv", tmp_path / "f", n_jobs=1).features
+    result = cross_validate(features, HMMClassifier(n_states=2, n_iter=5), n_folds=2, seed=0, n_jobs=1)
+    assert result.grouped and result.group_column == "patient_id"
+    assert len(result.predictions) == len(features)
+    assert set(result.baselines) == {"always_normal", "prior_random", "gbm_clip_stats"}
+    assert result.baselines["always_normal"]["score"] == 0.5
+    for fold in result.folds:
+        assert fold["train_size"] + fold["test_size"] == len(features)
+        assert fold["test_groups"]
+    # The toy classes are easy: far above the always-normal baseline.
+    assert result.metrics["score"] > 0.7
+
+
+def test_ungrouped_cv_warns(corpus, tmp_path):
+    features = extract_corpus(corpus / "train", corpus / "train.csv", tmp_path / "f", groups="none", n_jobs=1).features
+    result = cross_validate(features, HMMClassifier(n_states=2, n_iter=3), n_folds=2, seed=0, n_jobs=1, baselines=False)
+    assert not result.grouped and "NO GROUP COLUMN" in result.warnings[0]
+
+
+def test_bootstrap_interval_contains_the_score():
+    rng = np.random.default_rng(0)
+    y = rng.choice(["normal", "crackle", "wheeze", "both"], size=300)
+    pred = np.where(rng.random(300) < 0.6, y, "normal")
+    groups = rng.integers(0, 30, 300).astype(str)
+    ci = bootstrap_score_interval(y, pred, groups, n_boot=200, seed=0)
+    score = icbhi_metrics(y, pred)["score"]
+    assert ci["low"] <= score <= ci["high"] and ci["resampled"] == "groups"

@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+
+from hmmclf.features import FeatureConfig, compute_features
+
+from conftest import make_signal
+
+
+def test_shapes_and_dtype(rng):
+    config = FeatureConfig()
+    feats = compute_features(make_signal("wheeze", 1.0, 4000, rng), config)
+    assert feats.dtype == np.float32
+    assert feats.shape == (1 + 4000 // config.hop_length, config.n_mfcc * 2)
+    assert np.isfinite(feats).all()
+
+
+def test_cepstral_mean_normalisation_removes_the_mean(rng):
+    feats = compute_features(make_signal("normal", 1.0, 4000, rng), FeatureConfig(cepstral_mean_norm=True, deltas=0))
+    np.testing.assert_allclose(feats.mean(axis=0), 0, atol=1e-4)
+
+
+def test_deltas_two(rng):
+    feats = compute_features(make_signal("normal", 1.0, 4000, rng), FeatureConfig(deltas=2, n_mfcc=10))
+    assert feats.shape[1] == 30
+
+
+def test_too_short(rng):
+    with pytest.raises(ValueError, match="too short"):
+        compute_features(np.ones(100, dtype=np.float32), FeatureConfig())
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"fmax": 3000.0},
+        {"n_mfcc": 50, "n_mels": 40},
+        {"deltas": 3},
+        {"delta_width": 4},
+        {"hop_length": 512, "frame_length": 256},
+        {"min_frames": 3},
+        {"sample_rate": 500},
+    ],
+)
+def test_invalid_configs(kwargs):
+    with pytest.raises(ValueError, match="invalid feature config"):
+        FeatureConfig(**kwargs)
+
+
+def test_round_trip_and_fingerprint():
+    config = FeatureConfig(n_mfcc=20, fmin=100.0)
+    again = FeatureConfig.from_dict(config.to_dict())
+    assert again == config and again.fingerprint() == config.fingerprint()
+    assert FeatureConfig().fingerprint() != config.fingerprint()
+    with pytest.raises(ValueError, match="unknown feature config keys"):
+        FeatureConfig.from_dict({"n_mfcc": 13, "colour": "red"})

@@ -1,0 +1,153 @@
+from pathlib import Path
+
+import pytest
+from hypothesis import given, strategies as st
+
+from hmmclf.errors import LabelsFileError
+from hmmclf.labels import check_relative_path, labels_to_state, parse_label_text, read_labels
+
+
+def write(tmp_path: Path, text: str, name: str = "labels.csv", encoding: str = "utf-8") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding=encoding)
+    return path
+
+
+@pytest.mark.parametrize(
+    "text, state",
+    [
+        ("normal", "normal"),
+        ("Wheeze", "wheeze"),
+        ("crackles", "crackle"),
+        ("both", "both"),
+        ("wheeze+crackle", "both"),
+        ("crackle,wheeze", "both"),
+        ("crackle;wheeze", "both"),
+        ("crackles & wheezes", "both"),
+        (" crackle / wheeze ", "both"),
+    ],
+)
+def test_parse_label_text(text, state):
+    assert parse_label_text(text) == state
+
+
+@pytest.mark.parametrize("text, reason", [("", "no label"), ("rhonchi", "unknown label"), ("normal+wheeze", "contradictory")])
+def test_parse_label_text_rejects(text, reason):
+    with pytest.raises(ValueError, match=reason):
+        parse_label_text(text)
+
+
+def test_labels_to_state():
+    assert labels_to_state({"crackle", "wheeze"}) == "both"
+    assert labels_to_state({"normal"}) == "normal"
+    with pytest.raises(ValueError, match="contradictory"):
+        labels_to_state({"normal", "crackle"})
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "../x.wav", "a/../../x.wav", "C:\\x.wav", "\\\\server\\x.wav", ""])
+def test_check_relative_path_refuses(name):
+    with pytest.raises(ValueError):
+        check_relative_path(name)
+
+
+def test_check_relative_path_accepts_subdirectories():
+    assert check_relative_path("sub\\a.wav") == "sub/a.wav"
+    assert check_relative_path("./a.wav") == "a.wav"
+
+
+def test_label_layout(tmp_path):
+    path = write(tmp_path, "File,Label,Patient_ID\na.wav,normal,1\nb.wav,wheeze+crackle,2\nc.wav,bogus,3\n")
+    table = read_labels(path)
+    assert table.layout == "label"
+    assert table.group_column == "patient_id"
+    assert table.rows["state"].tolist() == ["normal", "both"]
+    assert table.skipped["reason"].tolist() == ["unknown label 'bogus'"]
+
+
+def test_icbhi_layout_with_bom_and_semicolons(tmp_path):
+    path = write(tmp_path, "\ufefffilename;crackles;wheezes;recording\na.wav;0;0;r1\nb.wav;1;0;r1\nc.wav;1;1;r2\nd.wav;2;0;r2\n")
+    table = read_labels(path)
+    assert table.layout == "icbhi"
+    assert table.group_column == "recording"
+    assert table.rows["state"].tolist() == ["normal", "crackle", "both"]
+    assert "unknown value" in table.skipped["reason"].iloc[0]
+
+
+def test_onehot_layout_contradictions_and_no_label(tmp_path):
+    path = write(tmp_path, "fname,normal,wheeze,crackle\na.wav,1,0,0\nb.wav,0,1,0\nc.wav,1,1,0\nd.wav,0,0,0\n")
+    table = read_labels(path, groups="auto")
+    assert table.layout == "onehot"
+    assert table.group_column is None
+    assert table.rows["state"].tolist() == ["normal", "wheeze"]
+    reasons = table.skipped.set_index("file")["reason"]
+    assert "contradictory" in reasons["c.wav"]
+    assert reasons["d.wav"] == "no label"
+
+
+def test_duplicates_and_escaping_paths_and_missing_files(tmp_path):
+    data = tmp_path / "train"
+    data.mkdir()
+    for name in ("a.wav", "b.wav", "c.wav"):
+        (data / name).write_bytes(b"x")
+    (tmp_path / "outside.wav").write_bytes(b"x")
+    path = write(
+        tmp_path,
+        "filename,label\na.wav,normal\na.wav,normal\nb.wav,normal\nb.wav,wheeze\nc.wav,crackle\n"
+        "../outside.wav,normal\n/abs.wav,normal\nmissing.wav,normal\n",
+    )
+    table = read_labels(path, data_dir=data)
+    assert table.rows["file"].tolist() == ["a.wav", "c.wav"]
+    reasons = dict(zip(table.skipped["file"], table.skipped["reason"]))
+    assert reasons["../outside.wav"] == "path leaves the data directory"
+    assert reasons["/abs.wav"].startswith("absolute path")
+    assert reasons["missing.wav"] == "missing file"
+    assert reasons["b.wav"] == "duplicate rows with conflicting labels"
+    assert (table.skipped["reason"] == "duplicate row (first kept)").sum() == 1
+
+
+def test_symlink_out_of_data_dir_is_refused(tmp_path):
+    data = tmp_path / "train"
+    data.mkdir()
+    (tmp_path / "secret.wav").write_bytes(b"x")
+    (data / "link.wav").symlink_to(tmp_path / "secret.wav")
+    table = read_labels(write(tmp_path, "filename,label\nlink.wav,normal\n"), data_dir=data)
+    assert table.rows.empty
+    assert table.skipped["reason"].tolist() == ["path leaves the data directory"]
+
+
+def test_unusable_files_are_one_line_errors(tmp_path):
+    with pytest.raises(LabelsFileError, match="empty"):
+        read_labels(write(tmp_path, "", "empty.csv"))
+    with pytest.raises(LabelsFileError, match=r"no label column found \(columns: filename, foo\)"):
+        read_labels(write(tmp_path, "filename,foo\na.wav,1\n", "nolabel.csv"))
+    with pytest.raises(LabelsFileError, match="no file column"):
+        read_labels(write(tmp_path, "label\nnormal\n", "nofile.csv"))
+    with pytest.raises(LabelsFileError, match="group column 'site' not found"):
+        read_labels(write(tmp_path, "filename,label\na.wav,normal\n", "g.csv"), groups="site")
+    with pytest.raises(LabelsFileError, match="cannot read"):
+        read_labels(tmp_path / "does-not-exist.csv")
+
+
+def test_groups_none_and_named(tmp_path):
+    path = write(tmp_path, "filename,label,patient_id,recording\na.wav,normal,1,r1\n")
+    assert read_labels(path, groups="none").group_column is None
+    assert read_labels(path, groups="Recording").group_column == "recording"
+
+
+@given(st.text(max_size=30))
+def test_parse_label_text_never_crashes_otherwise(text):
+    try:
+        state = parse_label_text(text)
+    except ValueError:
+        return
+    assert state in ("normal", "crackle", "wheeze", "both")
+
+
+@given(st.text(max_size=40))
+def test_check_relative_path_never_escapes(name):
+    try:
+        rel = check_relative_path(name)
+    except ValueError:
+        return
+    assert not rel.startswith("/")
+    assert ".." not in rel.split("/")

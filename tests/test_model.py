@@ -1,0 +1,186 @@
+import json
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.model_selection import cross_validate
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+from hmmclf.errors import ModelFileError
+from hmmclf.features import FeatureConfig
+from hmmclf.labels import LABEL_STATES
+from hmmclf.model import HMMClassifier, forward_log_likelihood, gaussian_log_density, load_model, save_model
+
+
+def toy_data(seed=0, per_class=12, dims=4):
+    """Sequences whose state is visible in the frames: each class shifts its mean."""
+    rng = np.random.default_rng(seed)
+    X, y = [], []
+    for k, state in enumerate(LABEL_STATES):
+        for _ in range(per_class):
+            n = int(rng.integers(30, 60))
+            base = rng.standard_normal((n, dims))
+            base[:, k % dims] += 2.5 if k else 0.0
+            X.append(base.astype(np.float32))
+            y.append(state)
+    return X, np.array(y)
+
+
+def test_fit_predict_far_above_chance():
+    X, y = toy_data()
+    Xt, yt = toy_data(seed=1)
+    model = HMMClassifier(n_states=2, n_iter=10).fit(X, y)
+    assert list(model.classes_) == list(LABEL_STATES)
+    assert np.mean(model.predict(Xt) == yt) > 0.8
+    proba = model.predict_proba(Xt)
+    assert proba.shape == (len(Xt), 4)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert 0.8 < model.score(Xt, yt) <= 1.0
+    report = model.fit_report_
+    assert set(report) == set(LABEL_STATES) and all(r["iterations"] >= 1 for r in report.values())
+
+
+def test_batched_forward_matches_hmmlearn():
+    X, y = toy_data()
+    for topology in ("ergodic", "left-right"):
+        model = HMMClassifier(n_states=3, topology=topology, n_iter=5).fit(X, y)
+        ll = model.log_likelihood(X[:10])
+        for i in range(10):
+            for k, hmm in enumerate(model.hmms_):
+                expected = hmm.score(model._standardize(X[i].astype(float)))
+                assert ll[i, k] == pytest.approx(expected, rel=1e-9, abs=1e-6)
+
+
+def test_forward_survives_extreme_frames():
+    log_emission = np.array([[0.0, -2000.0], [-5000.0, -4000.0], [-1.0, -1.0]])
+    ll = forward_log_likelihood(log_emission, np.array([3]), np.log([0.5, 0.5]), np.log([[0.9, 0.1], [0.1, 0.9]]))
+    assert np.isfinite(ll).all() and ll[0] < -3000
+
+
+def test_frame_log_likelihood_sums_to_total():
+    X, y = toy_data()
+    model = HMMClassifier(n_states=2, n_iter=3).fit(X, y)
+    per_frame = model.frame_log_likelihood(X[0])
+    np.testing.assert_allclose(per_frame.sum(axis=0), model.log_likelihood([X[0]])[0], rtol=1e-9)
+    paths = model.decode(X[0])
+    assert set(paths) == set(LABEL_STATES) and len(paths["normal"][1]) == len(X[0])
+
+
+def test_left_right_keeps_its_topology():
+    X, y = toy_data()
+    model = HMMClassifier(n_states=3, topology="left-right", n_iter=5).fit(X, y)
+    for hmm in model.hmms_:
+        assert np.allclose(np.tril(hmm.transmat_, -1), 0)
+        assert hmm.startprob_[0] == pytest.approx(1.0)
+
+
+def test_sklearn_api_clone_params_cross_validate_and_pipeline():
+    model = HMMClassifier(n_states=2, topology="left-right", class_offsets=(0.0, 0.1, 0.2, 0.3))
+    copy = clone(model)
+    assert copy.get_params() == model.get_params()
+    copy.set_params(n_states=3)
+    assert copy.n_states == 3 and model.n_states == 2
+    X, y = toy_data(per_class=9)
+    scores = cross_validate(HMMClassifier(n_states=2, n_iter=3), X, y, cv=3)
+    assert len(scores["test_score"]) == 3 and np.all(scores["test_score"] > 0.5)
+    pipe = Pipeline([("identity", FunctionTransformer(lambda seqs: seqs)), ("hmm", HMMClassifier(n_states=2, n_iter=3))])
+    assert len(pipe.fit(X, y).predict(X)) == len(X)
+
+
+def test_invalid_input_and_params():
+    X, y = toy_data()
+    with pytest.raises(ValueError, match="both have no training clips"):
+        HMMClassifier().fit(X[:30], y[:30])
+    with pytest.raises(ValueError, match="topology"):
+        HMMClassifier(topology="circular").fit(X, y)
+    with pytest.raises(ValueError, match="unknown label states"):
+        HMMClassifier().fit(X, np.where(y == "both", "rhonchi", y))
+    with pytest.raises(ValueError, match="sequence of"):
+        HMMClassifier().fit(np.zeros((10, 3)), ["normal"] * 10)
+    model = HMMClassifier(n_states=2, n_iter=2).fit(X, y)
+    with pytest.raises(ValueError, match="features"):
+        model.predict([np.zeros((10, 7))])
+
+
+def test_few_frames_reduce_the_states():
+    X, y = toy_data(per_class=1)
+    X = [x[:8] for x in X]
+    model = HMMClassifier(n_states=5, n_iter=2).fit(X, y)
+    assert all(r["n_states"] == 1 and "reduced" in r["note"] for r in model.fit_report_.values())
+
+
+def test_same_seed_same_model():
+    X, y = toy_data()
+    a = HMMClassifier(n_states=3, n_iter=5, random_state=3).fit(X, y)
+    b = HMMClassifier(n_states=3, n_iter=5, random_state=3).fit(X, y)
+    np.testing.assert_array_equal(a.log_likelihood(X), b.log_likelihood(X))
+
+
+def test_save_load_round_trip(tmp_path):
+    X, y = toy_data()
+    config = FeatureConfig(n_mfcc=2, deltas=1)  # 4 features, matching the toy data
+    model = HMMClassifier(n_states=2, n_iter=3, class_offsets=(0.0, 0.5, 0.0, 0.0)).fit(X, y)
+    path = save_model(model, tmp_path / "m.npz", config)
+    assert json.loads((tmp_path / "m.json").read_text())["format"] == "hmmclf-model"
+    loaded, loaded_config = load_model(path)
+    assert loaded_config == config
+    assert loaded.get_params() == model.get_params()
+    np.testing.assert_allclose(loaded.predict_proba(X), model.predict_proba(X))
+
+
+def _tamper(tmp_path, change):
+    X, y = toy_data()
+    model = HMMClassifier(n_states=2, n_iter=2).fit(X, y)
+    path = save_model(model, tmp_path / "m.npz", FeatureConfig(n_mfcc=2, deltas=1))
+    arrays = dict(np.load(path, allow_pickle=False))
+    change(arrays)
+    out = tmp_path / "tampered.npz"
+    np.savez(out, **arrays)
+    return out
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda a: a.__setitem__("normal.means", a["normal.means"][:, :2]), "normal.means"),
+        (lambda a: a.__setitem__("wheeze.variances", a["wheeze.variances"].astype(np.float32)), "dtype"),
+        (lambda a: a["crackle.means"].__setitem__((0, 0), np.nan), "non-finite"),
+        (lambda a: a.__setitem__("both.transmat", a["both.transmat"] * 2), "probability"),
+        (lambda a: a.pop("both.startprob"), "missing HMM"),
+        (lambda a: a.__setitem__("meta", np.array(json.dumps({"format": "other"}))), "not an hmmclf model"),
+        (lambda a: a.__setitem__(
+            "meta", np.array(str(a["meta"]).replace('"n_mfcc": 2', '"n_mfcc": 3')),
+        ), "fingerprint"),
+    ],
+)
+def test_tampered_models_are_refused(tmp_path, change, message):
+    with pytest.raises(ModelFileError, match=message):
+        load_model(_tamper(tmp_path, change))
+
+
+def test_pickled_payload_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    arrays = {"meta": np.array([Payload()], dtype=object)}
+    np.savez(tmp_path / "evil.npz", **arrays)
+    with pytest.raises(ModelFileError):
+        load_model(tmp_path / "evil.npz")
+    assert not marker.exists()
+    (tmp_path / "trunc.npz").write_bytes((tmp_path / "evil.npz").read_bytes()[:50])
+    with pytest.raises(ModelFileError, match="damaged"):
+        load_model(tmp_path / "trunc.npz")
+
+
+def test_gaussian_log_density_matches_scipy():
+    from scipy.stats import multivariate_normal
+
+    rng = np.random.default_rng(0)
+    x, mu, var = rng.standard_normal((5, 3)), rng.standard_normal((2, 3)), rng.uniform(0.5, 2, (2, 3))
+    out = gaussian_log_density(x, mu, var)
+    for k in range(2):
+        np.testing.assert_allclose(out[:, k], multivariate_normal(mu[k], np.diag(var[k])).logpdf(x))
