@@ -12,6 +12,7 @@ ICBHI 2017 definitions, over the four label states:
 
 from __future__ import annotations
 
+import inspect
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -144,9 +145,14 @@ def _run_fold(task: tuple) -> dict[str, Any]:
     """Worker: fit a fresh model on one fold's training part, predict its test part."""
     from sklearn.base import clone
 
-    estimator, train_seqs, train_y, test_seqs, seed, with_baselines = task
+    estimator, train_seqs, train_y, train_groups, test_seqs, seed, with_baselines = task
     started = time.perf_counter()
-    model = clone(estimator).fit(train_seqs, train_y)
+    model = clone(estimator)
+    if train_groups is not None and "groups" in inspect.signature(model.fit).parameters:
+        # Inner tuning folds must be grouped like the outer ones.
+        model.fit(train_seqs, train_y, groups=train_groups)
+    else:
+        model.fit(train_seqs, train_y)
     fit_seconds = time.perf_counter() - started
     log_likelihood = model.log_likelihood(test_seqs)
     scores = model.decision_scores(test_seqs, log_likelihood=log_likelihood)
@@ -223,6 +229,7 @@ def cross_validate(
                 estimator,
                 [features.sequences[i] for i in train],
                 features.states[train],
+                groups[train] if groups is not None else None,
                 [features.sequences[i] for i in test],
                 seed * 1000 + k,
                 baselines,

@@ -177,6 +177,18 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
     class_offsets : tuple of 4 floats, optional
         Extra additive offsets per state (order of ``LABEL_STATES``), e.g. tuned
         on inner folds to trade sensitivity against specificity.
+    decision : {"tuned", "argmax"}
+        "argmax" takes the best per-frame log-likelihood + log-prior + offset.
+        "tuned" adds per-state offsets learnt from the training data alone:
+        the training clips are split into ``inner_folds`` grouped folds, HMMs
+        fitted on each inner training part score its held-out part, and the
+        offsets of crackle, wheeze and both (normal stays 0) that maximise the
+        ICBHI Score on those held-out scores are kept (``tuned_offsets_``).
+        Per-frame likelihood differences between states are small next to the
+        log-priors, so without such a calibration the rule answers "normal"
+        almost always.
+    inner_folds : int
+        Inner folds of the "tuned" decision.
     implementation : {"scaling", "log"}
         hmmlearn's forward-backward variant for training. "scaling" is about
         three times faster; a fit it cannot carry out (underflow) is redone
@@ -194,8 +206,11 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
     feature_mean_, feature_scale_ : ndarray
         Standardisation statistics of the training frames.
     class_log_prior_ : ndarray
+    tuned_offsets_ : ndarray
+        Offsets learnt by the "tuned" decision (zeros for "argmax").
     fit_report_ : dict
-        Per state: clips, frames, states used, EM iterations, convergence.
+        Per state: clips, frames, states used, EM iterations, convergence;
+        under ``"decision"`` how the offsets were tuned.
     n_features_in_ : int
     """
 
@@ -210,6 +225,8 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         standardize: bool = True,
         class_prior: str = "empirical",
         class_offsets: tuple[float, ...] | None = None,
+        decision: str = "tuned",
+        inner_folds: int = 3,
         implementation: str = "scaling",
         random_state: int = 0,
         n_jobs: int = 1,
@@ -223,6 +240,8 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         self.standardize = standardize
         self.class_prior = class_prior
         self.class_offsets = class_offsets
+        self.decision = decision
+        self.inner_folds = inner_folds
         self.implementation = implementation
         self.random_state = random_state
         self.n_jobs = n_jobs
@@ -244,19 +263,26 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
             problems.append(f"class_prior must be 'empirical' or 'uniform', got {self.class_prior!r}")
         if self.class_offsets is not None and len(self.class_offsets) != len(LABEL_STATES):
             problems.append(f"class_offsets must have {len(LABEL_STATES)} values (one per state), got {self.class_offsets!r}")
+        if self.decision not in ("tuned", "argmax"):
+            problems.append(f"decision must be 'tuned' or 'argmax', got {self.decision!r}")
+        if not isinstance(self.inner_folds, (int, np.integer)) or self.inner_folds < 2:
+            problems.append(f"inner_folds must be an integer >= 2, got {self.inner_folds!r}")
         if self.implementation not in ("log", "scaling"):
             problems.append(f"implementation must be 'log' or 'scaling', got {self.implementation!r}")
         if problems:
             raise ValueError("; ".join(problems))
 
-    def fit(self, X: Sequence[np.ndarray], y: Sequence[str]) -> HMMClassifier:
-        """Fit one HMM per label state.
+    def fit(self, X: Sequence[np.ndarray], y: Sequence[str], groups: Sequence[str] | None = None) -> HMMClassifier:
+        """Fit one HMM per label state (and, for ``decision="tuned"``, the offsets).
 
         Parameters
         ----------
         X : sequence of (n_frames, n_features) arrays
         y : sequence of str
             Label state of each clip.
+        groups : sequence of str, optional
+            Patient (or recording) of each clip: the inner folds of the
+            "tuned" decision keep each group on one side, as the outer CV does.
 
         Raises
         ------
@@ -301,7 +327,42 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         fitted = parallel_map(self._fit_state, tasks, n_jobs=self.n_jobs)
         self.hmms_ = [hmm for hmm, _ in fitted]
         self.fit_report_ = {state: report for (state, _, _), (_, report) in zip(tasks, fitted)}
+        self.tuned_offsets_ = np.zeros(len(LABEL_STATES))
+        if self.decision == "tuned":
+            self.tuned_offsets_, self.fit_report_["decision"] = self._tune_offsets(sequences, y, groups)
         return self
+
+    def _tune_offsets(
+        self, sequences: list[np.ndarray], y: np.ndarray, groups: Sequence[str] | None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Offsets maximising the ICBHI Score of inner-fold held-out scores (training data only)."""
+        from sklearn.base import clone
+
+        from .evaluation import make_folds
+
+        groups = None if groups is None else np.asarray(groups, dtype=str)
+        try:
+            folds = make_folds(y, groups, self.inner_folds, seed=self.random_state)
+        except ValueError as exc:
+            return np.zeros(len(LABEL_STATES)), {"rule": "argmax", "note": f"offsets not tuned: {exc}"}
+        held_out = np.full((len(y), len(LABEL_STATES)), np.nan)
+        for train, test in folds:
+            if len(set(y[train].tolist())) < len(LABEL_STATES):
+                return np.zeros(len(LABEL_STATES)), {
+                    "rule": "argmax",
+                    "note": "offsets not tuned: an inner training fold lacks a label state",
+                }
+            inner = clone(self).set_params(decision="argmax", n_jobs=1)
+            inner.fit([sequences[i] for i in train], y[train])
+            held_out[test] = inner.decision_scores([sequences[i] for i in test])
+        offsets, score = search_offsets(held_out, y)
+        return offsets, {
+            "rule": "tuned",
+            "inner_folds": self.inner_folds,
+            "grouped": groups is not None,
+            "offsets": [round(float(v), 6) for v in offsets],
+            "inner_score": round(float(score), 6),
+        }
 
     def _standardize(self, frames: np.ndarray) -> np.ndarray:
         return (frames - self.feature_mean_) / self.feature_scale_
@@ -407,7 +468,8 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         return out
 
     def _offsets(self) -> np.ndarray:
-        return np.zeros(len(LABEL_STATES)) if self.class_offsets is None else np.asarray(self.class_offsets, float)
+        user = np.zeros(len(LABEL_STATES)) if self.class_offsets is None else np.asarray(self.class_offsets, float)
+        return user + getattr(self, "tuned_offsets_", 0.0)
 
     def decision_scores(self, X: Sequence[np.ndarray], log_likelihood: np.ndarray | None = None) -> np.ndarray:
         """Per-frame log-likelihood + log-prior + offset of each state, shape (n_clips, 4).
@@ -481,6 +543,47 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         tags.input_tags.two_d_array = False
         tags.non_deterministic = False
         return tags
+
+
+def search_offsets(scores: np.ndarray, y: np.ndarray, rounds: int = 4, n_candidates: int = 48) -> tuple[np.ndarray, float]:
+    """Per-state additive offsets maximising the ICBHI Score of ``argmax(scores + offsets)``.
+
+    Coordinate ascent, deterministic: first one common offset for the three
+    abnormal states (the sensitivity/specificity trade-off), then each
+    abnormal state's own, over candidate values at quantiles of the margin
+    that state must overcome. Normal's offset stays 0. Ties keep the offset
+    nearest 0, so a flat objective does not drift.
+
+    Returns
+    -------
+    (offsets, best Score)
+    """
+    from .evaluation import icbhi_metrics
+
+    states = np.array(LABEL_STATES)
+    y = np.asarray(y, dtype=str)
+    offsets = np.zeros(len(LABEL_STATES))
+
+    def objective(candidate: np.ndarray) -> float:
+        return icbhi_metrics(y, states[np.argmax(scores + candidate, axis=1)])["score"]
+
+    def candidates(columns: list[int], current: np.ndarray) -> np.ndarray:
+        shifted = scores + current
+        others = np.delete(shifted, columns, axis=1).max(axis=1)
+        margin = others - shifted[:, columns].max(axis=1)
+        values = np.quantile(margin, np.linspace(0.0, 1.0, n_candidates)) + 1e-9
+        return np.concatenate([[0.0], values])
+
+    best = objective(offsets)
+    moves = [[1, 2, 3]] + [[1], [2], [3]] * rounds
+    for columns in moves:
+        for step in candidates(columns, offsets):
+            trial = offsets.copy()
+            trial[columns] += step
+            value = objective(trial)
+            if value > best + 1e-12 or (abs(value - best) <= 1e-12 and np.abs(trial).sum() < np.abs(offsets).sum()):
+                best, offsets = value, trial
+    return offsets, best
 
 
 def softmax(scores: np.ndarray) -> np.ndarray:
@@ -572,6 +675,7 @@ def save_model(model: HMMClassifier, path: str | os.PathLike[str], feature_confi
         "feature_mean": model.feature_mean_,
         "feature_scale": model.feature_scale_,
         "class_log_prior": model.class_log_prior_,
+        "tuned_offsets": np.asarray(model.tuned_offsets_, dtype=np.float64),
     }
     for state, hmm in zip(model.classes_, model.hmms_):
         arrays[f"{state}.startprob"] = np.asarray(hmm.startprob_, dtype=np.float64)
@@ -663,6 +767,7 @@ def load_model(path: str | os.PathLike[str]):
         if (model.feature_scale_ <= 0).any():
             raise ValueError("feature_scale must be positive")
         model.class_log_prior_ = array("class_log_prior", (len(LABEL_STATES),))
+        model.tuned_offsets_ = array("tuned_offsets", (len(LABEL_STATES),))
         hmms = []
         for state in LABEL_STATES:
             if f"{state}.startprob" not in arrays:

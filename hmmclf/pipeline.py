@@ -143,7 +143,7 @@ def train_model(
     started = time.perf_counter()
     model = make_model(model_params)
     try:
-        model.fit(features.sequences, features.states)
+        model.fit(features.sequences, features.states, groups=features.groups)
     except ValueError as exc:
         raise HmmclfError(f"train: {exc}") from None
     path = save_model(model, out_path, features.config)

@@ -53,3 +53,24 @@ def test_round_trip_and_fingerprint():
     assert FeatureConfig().fingerprint() != config.fingerprint()
     with pytest.raises(ValueError, match="unknown feature config keys"):
         FeatureConfig.from_dict({"n_mfcc": 13, "colour": "red"})
+
+
+def test_mfcc_equal_librosa_reference(rng):
+    import librosa
+
+    config = FeatureConfig(deltas=0, cepstral_mean_norm=False)
+    y = make_signal("crackle", 1.0, 4000, rng)
+    reference = librosa.feature.mfcc(
+        y=y, sr=4000, n_mfcc=config.n_mfcc, n_fft=config.frame_length, hop_length=config.hop_length,
+        n_mels=config.n_mels, fmin=config.fmin, fmax=config.fmax,
+    ).T
+    np.testing.assert_allclose(compute_features(y, config), reference, rtol=1e-4, atol=1e-3)
+
+
+def test_delta_is_the_regression_slope():
+    from hmmclf.features import delta
+
+    ramp = np.arange(20, dtype=float)[None, :] * 3.0
+    d = delta(ramp, 9)
+    np.testing.assert_allclose(d[0, 4:-4], 3.0)  # exact slope away from the edges
+    assert d.shape == ramp.shape

@@ -38,7 +38,28 @@ def test_fit_predict_far_above_chance():
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     assert 0.8 < model.score(Xt, yt) <= 1.0
     report = model.fit_report_
-    assert set(report) == set(LABEL_STATES) and all(r["iterations"] >= 1 for r in report.values())
+    assert set(report) == set(LABEL_STATES) | {"decision"}
+    assert all(report[s]["iterations"] >= 1 for s in LABEL_STATES)
+    assert report["decision"]["rule"] == "tuned" and len(model.tuned_offsets_) == 4
+
+
+def test_search_offsets_recovers_a_shifted_decision():
+    from hmmclf.model import search_offsets
+
+    rng = np.random.default_rng(0)
+    y = np.array(["normal"] * 60 + ["crackle"] * 20 + ["wheeze"] * 20 + ["both"] * 10)
+    truth = np.eye(4)[[LABEL_STATES.index(s) for s in y]]
+    # Informative scores, but every abnormal column pushed down by 3: argmax says "normal".
+    scores = truth + 0.3 * rng.standard_normal(truth.shape) - np.array([0, 3.0, 3.0, 3.0])
+    offsets, best = search_offsets(scores, y)
+    assert offsets[0] == 0 and np.all(offsets[1:] > 2)
+    assert best > 0.9
+
+
+def test_argmax_decision_has_no_offsets():
+    X, y = toy_data()
+    model = HMMClassifier(n_states=2, n_iter=3, decision="argmax").fit(X, y)
+    assert not model.tuned_offsets_.any() and "decision" not in model.fit_report_
 
 
 def test_batched_forward_matches_hmmlearn():
@@ -107,7 +128,9 @@ def test_few_frames_reduce_the_states():
     X, y = toy_data(per_class=1)
     X = [x[:8] for x in X]
     model = HMMClassifier(n_states=5, n_iter=2).fit(X, y)
-    assert all(r["n_states"] == 1 and "reduced" in r["note"] for r in model.fit_report_.values())
+    report = model.fit_report_
+    assert all(report[s]["n_states"] == 1 and "reduced" in report[s]["note"] for s in LABEL_STATES)
+    assert report["decision"]["rule"] == "argmax" and "not tuned" in report["decision"]["note"]
 
 
 def test_same_seed_same_model():
