@@ -8,6 +8,7 @@ with a short ``reason`` that ends up in ``skipped.csv`` or in ``predict``'s
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,6 +111,8 @@ def load_clip(
         raise
     except (RuntimeError, ValueError, OSError, TypeError) as exc:  # sf.LibsndfileError is a RuntimeError
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        # libsndfile repeats the path ("Error opening '<path>': ..."); the caller names the file already.
+        message = re.sub(r"^Error opening .*?: ", "", message)
         raise AudioError(name, f"cannot decode: {message}") from None
     if data.shape[0] == 0:
         raise AudioError(name, "empty (zero samples)")

@@ -301,7 +301,8 @@ def extract_corpus(
     """
     started = time.perf_counter()
     config = config or FeatureConfig()
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    # Absolute paths: worker processes (or cluster workers) may run in another directory.
+    data_dir, out_dir = Path(data_dir).resolve(), Path(out_dir)
     if not data_dir.is_dir():
         raise CacheError(f"{data_dir}: data directory not found")
     cache_path = out_dir / CACHE_FILE

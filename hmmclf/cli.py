@@ -202,11 +202,21 @@ def train(features_dir, out_path, data_dir, labels_csv, groups, states, topology
     features = ensure_features(features_dir, data_dir, labels_csv, groups=groups, n_jobs=jobs, progress=Progress(), log=_log)
     _log(f"train: {len(features)} clips")
     model, path, seconds = train_model(features, out_path, _model_params(states, topology))
-    for state, rep in model.fit_report_.items():
+    from .labels import LABEL_STATES
+
+    for state in LABEL_STATES:
+        rep = model.fit_report_[state]
         _log(
             f"  {state:8s} {rep['clips']:5d} clips {rep['frames']:7d} frames, {rep['n_states']} states, "
             f"{rep['iterations']} EM iterations, {'converged' if rep['converged'] else 'NOT converged (n_iter reached)'}"
         )
+    decision = model.fit_report_.get("decision")
+    if decision:
+        if decision["rule"] == "tuned":
+            offsets = ", ".join(f"{s} {v:+.3f}" for s, v in zip(LABEL_STATES, decision["offsets"]))
+            _log(f"  decision offsets tuned on {decision['inner_folds']} inner folds: {offsets} (inner Score {100 * decision['inner_score']:.1f})")
+        else:
+            _log(f"  decision: {decision.get('note', 'argmax')}")
     click.echo(f"train: model saved to {path} ({seconds:.1f} s)")
 
 

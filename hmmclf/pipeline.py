@@ -195,9 +195,11 @@ def predict_clips(
 
     model, config = load_model(model_path)
     clips = [str(p) for p in list_clips(paths)]
+    # Workers may run in another directory; the output keeps the paths as given.
+    absolute = [os.path.abspath(c) for c in clips]
     if not clips:
         raise HmmclfError(f"no audio files found in {', '.join(str(p) for p in paths)}")
-    chunks = [clips[k : k + chunk_size] for k in range(0, len(clips), chunk_size)]
+    chunks = [absolute[k : k + chunk_size] for k in range(0, len(absolute), chunk_size)]
     results = [r for chunk in parallel_map(_predict_features, [(c, config) for c in chunks], n_jobs=n_jobs) for r in chunk]
     ok = [i for i, r in enumerate(results) if r[0] == "ok"]
     out: list[dict[str, Any]] = [{"file": c} for c in clips]
@@ -245,7 +247,7 @@ def run_demo(
     """Synthesise the demo corpus in ``directory`` and run extract, cv, train and predict on it."""
     import pandas as pd
 
-    from .synth import synthesize_corpus
+    from .synthetic import synthesize_corpus
 
     started = time.perf_counter()
     directory = Path(directory)

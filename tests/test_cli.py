@@ -106,3 +106,16 @@ def test_ungrouped_labels_warn_loudly(runner, corpus):
     assert result.exit_code == 0, result.output
     assert "NOT grouped" in result.output
     assert "NOT grouped" in (corpus / "r" / "report.md").read_text()
+
+
+def test_demo_is_far_above_chance(runner, tmp_path):
+    result = invoke(runner, ["demo", "demo", "--jobs", "2"], tmp_path)
+    assert result.exit_code == 0, result.output
+    reports = list((tmp_path / "demo" / "reports").glob("cv-*/report.json"))
+    assert len(reports) == 1
+    report = json.loads(reports[0].read_text())
+    # Chance (class-prior random) is about 25; always-normal is 50.
+    assert report["score"] > 0.75 and report["sensitivity"] > 0.6 and report["specificity"] > 0.6
+    assert report["score"] > report["baseline"]["score"] + 0.2
+    assert "broken_000.wav" in (tmp_path / "demo" / "features" / "skipped.csv").read_text()
+    assert "ERROR: cannot decode" in result.output

@@ -1,0 +1,164 @@
+"""A deterministic synthetic lung-sound corpus in the take-home layout, for the demo and tests.
+
+The signal model follows the acoustics the classes are defined by:
+
+- breath noise: band-limited noise (about 100-1000 Hz, varying per patient)
+  shaped by an inspiration / pause / expiration envelope, plus low heart thumps;
+- wheeze: a sustained tonal component, 100-1000 Hz fundamental, 250-800 ms
+  (the clinical definition asks for at least 100 ms), gliding slightly, with a
+  harmonic and smooth onset and offset;
+- crackle: short explosive transients (a sharp deflection then a damped
+  oscillation, 2-20 ms), mostly during inspiration;
+- both: wheeze and crackles in one cycle.
+
+It is plausible, not clinical: it exercises every path of the tool and lets a
+test check that the classifier is far above chance.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+LABELS: tuple[str, ...] = ("normal", "crackle", "wheeze", "both")
+PATIENT_RATES: tuple[int, ...] = (4000, 8000, 16000, 44100)
+BROKEN_FILE = "broken_000.wav"
+
+
+def _check_positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+
+
+def breath_noise(duration_s: float, sr: int, rng: np.random.Generator, band: tuple[float, float] = (100.0, 1000.0)) -> np.ndarray:
+    """Band-limited noise under an inspiration/expiration envelope, with heart thumps."""
+    from scipy.signal import butter, sosfilt
+
+    _check_positive("duration_s", duration_s)
+    _check_positive("sr", sr)
+    low, high = band
+    if not 0 < low < high:
+        raise ValueError(f"band must satisfy 0 < low < high, got {band!r}")
+    n = int(round(duration_s * sr))
+    high = min(high, 0.45 * sr)
+    noise = sosfilt(butter(4, [low, high], btype="band", fs=sr, output="sos"), rng.standard_normal(n))
+    t = np.arange(n) / sr
+    inspiration = 0.4 * duration_s
+    pause = 0.08 * duration_s
+    envelope = np.where(
+        t < inspiration,
+        np.clip(np.sin(np.pi * t / inspiration), 0, None) ** 0.7,
+        np.where(
+            t < inspiration + pause,
+            0.05,
+            0.7 * np.sin(np.pi * np.clip((t - inspiration - pause) / (duration_s - inspiration - pause), 0, 1)) ** 0.5,
+        ),
+    )
+    signal = noise / (np.std(noise) + 1e-12) * (0.05 + envelope)
+    # Heart sounds: low-frequency bursts at about 72 beats per minute.
+    beat = 60.0 / rng.uniform(60, 90)
+    for start in np.arange(rng.uniform(0, beat), duration_s, beat):
+        i = int(start * sr)
+        m = min(n - i, int(0.06 * sr))
+        tt = np.arange(m) / sr
+        signal[i : i + m] += 0.8 * np.sin(2 * np.pi * rng.uniform(25, 50) * tt) * np.hanning(m)
+    return signal
+
+
+def wheeze(duration_s: float, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """A clip-long track holding one wheeze: tonal, 100-1000 Hz, 250-800 ms."""
+    _check_positive("duration_s", duration_s)
+    _check_positive("sr", sr)
+    n = int(round(duration_s * sr))
+    length = min(rng.uniform(0.25, 0.8), 0.8 * duration_s)
+    start = rng.uniform(0.05 * duration_s, duration_s - length - 0.02 * duration_s)
+    m = int(length * sr)
+    i = int(start * sr)
+    f0 = rng.uniform(100, min(1000, 0.2 * sr))
+    glide = f0 * (1 + rng.uniform(-0.15, 0.15) * np.linspace(0, 1, m))
+    phase = 2 * np.pi * np.cumsum(glide) / sr
+    tone = np.sin(phase) + 0.4 * np.sin(2 * phase + rng.uniform(0, np.pi))
+    ramp = np.minimum(1.0, np.minimum(np.arange(m), np.arange(m)[::-1]) / (0.03 * sr))
+    out = np.zeros(n)
+    out[i : i + m] = tone * ramp
+    return out
+
+
+def crackles(duration_s: float, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """A clip-long track of 4-15 crackles: sharp deflection, then damped 200-1500 Hz ringing."""
+    _check_positive("duration_s", duration_s)
+    _check_positive("sr", sr)
+    n = int(round(duration_s * sr))
+    out = np.zeros(n)
+    for _ in range(int(rng.integers(4, 16))):
+        # Mostly in inspiration, the first 40 % of the cycle.
+        position = rng.uniform(0.02, 0.4) if rng.random() < 0.8 else rng.uniform(0.4, 0.95)
+        i = int(position * duration_s * sr)
+        width = rng.uniform(0.002, 0.02)
+        m = min(n - i, int(width * sr) + 1)
+        tt = np.arange(m) / sr
+        freq = rng.uniform(200, min(1500, 0.4 * sr))
+        out[i : i + m] += rng.choice([-1, 1]) * np.exp(-tt / (width / 4)) * np.cos(2 * np.pi * freq * tt)
+    return out
+
+
+def synthesize_clip(label: str, duration_s: float, sr: int, rng: np.random.Generator, band: tuple[float, float]) -> np.ndarray:
+    """One clip of ``label`` as float samples with a peak between 0.3 and 0.8."""
+    if label not in LABELS:
+        raise ValueError(f"label must be one of {LABELS}, got {label!r}")
+    signal = breath_noise(duration_s, sr, rng, band)
+    noise_rms = np.std(signal)
+    if label in ("wheeze", "both"):
+        signal = signal + wheeze(duration_s, sr, rng) * noise_rms * 10 ** (rng.uniform(6, 15) / 20) * np.sqrt(2)
+    if label in ("crackle", "both"):
+        signal = signal + crackles(duration_s, sr, rng) * noise_rms * rng.uniform(4, 8)
+    return signal / np.max(np.abs(signal)) * rng.uniform(0.3, 0.8)
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def synthesize_corpus(out_dir: str | os.PathLike[str], n_per_class: int = 24, n_patients: int = 12, seed: int = 0) -> Path:
+    """Write ``out_dir/train/*.wav`` and ``out_dir/train.csv`` (filename, patient_id, label).
+
+    ``n_per_class`` clips of each label, 1.5-4 s long, 16-bit PCM, spread over
+    ``n_patients`` synthetic patients whose recordings use mixed sample rates;
+    plus one unreadable file (:data:`BROKEN_FILE`) listed as normal. The same
+    seed writes byte-identical files.
+    """
+    import pandas as pd
+    import soundfile as sf
+
+    if n_per_class < 3:
+        raise ValueError(f"n_per_class must be >= 3, got {n_per_class}")
+    if n_patients < 3:
+        raise ValueError(f"n_patients must be >= 3, got {n_patients}")
+    root = Path(out_dir)
+    train = root / "train"
+    train.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    patients = [
+        {
+            "id": f"P{p + 1:02d}",
+            "rate": PATIENT_RATES[p % len(PATIENT_RATES)],
+            "band": (rng.uniform(80, 150), rng.uniform(700, 1100)),
+        }
+        for p in range(n_patients)
+    ]
+    rows = []
+    for label in LABELS:
+        for k in range(n_per_class):
+            patient = patients[(k + LABELS.index(label)) % n_patients]
+            name = f"{label}_{k:03d}.wav"
+            samples = synthesize_clip(label, rng.uniform(1.5, 4.0), patient["rate"], rng, patient["band"])
+            _atomic_write(train / name, lambda tmp: sf.write(str(tmp), samples, patient["rate"], subtype="PCM_16", format="WAV"))
+            rows.append({"filename": name, "patient_id": patient["id"], "label": label})
+    _atomic_write(train / BROKEN_FILE, lambda tmp: tmp.write_bytes(b"RIFF\x00\x00\x00\x00WAVE this file is not audio"))
+    rows.append({"filename": BROKEN_FILE, "patient_id": patients[0]["id"], "label": "normal"})
+    _atomic_write(root / "train.csv", lambda tmp: pd.DataFrame(rows).to_csv(tmp, index=False))
+    return root
