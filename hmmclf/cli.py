@@ -162,31 +162,61 @@ def extract(data_dir: str, labels_csv: str, groups: str, out_dir: str, jobs: int
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fold split and the models.")
 @click.option("--features", "features_dir", default="features", show_default=True, type=click.Path(file_okay=False), help="Feature cache (extracted first if missing).")
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False), help="Report directory (default reports/cv-<timestamp>).")
+@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False), help="Experiment config (TOML): features, model, decision rule, cv.")
+@click.option("--repeats", type=click.IntRange(1, 100), default=None, help="Repeat the CV with seeds SEED, SEED+1, ... [default: 1]")
 @_data_options
 @_model_options
 @_jobs_option
 @_scheduler_option
-def cv(folds, seed, features_dir, out_dir, data_dir, labels_csv, groups, states, topology, jobs, scheduler) -> None:
+def cv(folds, seed, features_dir, out_dir, config_path, repeats, data_dir, labels_csv, groups, states, topology, jobs, scheduler) -> None:
     """Stratified, patient-grouped K-fold cross-validation with the ICBHI metrics.
 
-    Writes report.json, report.md, confusion.png and predictions.csv.
+    Writes report.json, report.md, confusion.png and predictions.csv, with the
+    baselines (always normal, class-prior random, GBM on clip statistics) on
+    the same folds. Options given on the command line override the config.
     """
+    from .experiment import Experiment, load_experiment
     from .parallel import compute_backend
-    from .pipeline import ensure_features, new_report_dir, run_cv
+    from .pipeline import ensure_features, features_dir_for, new_report_dir, run_cv
     from .report import format_summary
 
-    out = Path(out_dir) if out_dir else new_report_dir()
+    experiment = load_experiment(config_path) if config_path else Experiment()
+    ctx = click.get_current_context()
+    given = lambda name: ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE  # noqa: E731
+    folds = folds if given("folds") else experiment.cv.get("folds", folds)
+    seed = seed if given("seed") else experiment.cv.get("seed", seed)
+    repeats = repeats or experiment.cv.get("repeats", 1)
+    model_params = {**experiment.model, **_model_params(states, topology)}
+    out = Path(out_dir) if out_dir else new_report_dir(prefix=f"cv-{experiment.name}" if config_path else "cv")
+    cache_dir = features_dir_for(features_dir, experiment.features)
     with compute_backend(scheduler) as backend:
-        features = ensure_features(features_dir, data_dir, labels_csv, groups=groups, n_jobs=jobs, progress=Progress(), log=_log)
+        features = ensure_features(
+            cache_dir, data_dir, labels_csv, config=experiment.features, groups=groups, n_jobs=jobs,
+            progress=Progress(), log=_log,
+        )
         if features.groups is None:
             _log("WARNING: no patient/recording column: folds are NOT grouped by patient; scores will be optimistic")
-        _log(f"cv: {folds} folds over {len(features)} clips on {backend}")
+        _log(f"cv: experiment {experiment.name!r}, {folds} folds x {repeats} repeat(s) over {len(features)} clips on {backend}")
         report = run_cv(
-            features, out, n_folds=folds, seed=seed, model_params=_model_params(states, topology),
-            n_jobs=jobs, progress=Progress(), command=_command_line(),
+            features, out, n_folds=folds, seed=seed, model_params=model_params, n_jobs=jobs, progress=Progress(),
+            command=_command_line(), repeats=repeats, experiment=experiment.to_dict(),
         )
     click.echo(format_summary(report))
     click.echo(f"cv: {report['seconds']:.1f} s; report in {out}/report.md")
+
+
+@main.command()
+@click.argument("reports", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--out", "out_path", default="leaderboard.md", show_default=True, type=click.Path(dir_okay=False), help="Markdown leaderboard to write.")
+def compare(reports, out_path) -> None:
+    """Leaderboard of cv reports (directories or report.json files), best Score first."""
+    from ._atomic import atomic_write_text
+    from .report import leaderboard
+
+    text, markdown = leaderboard(reports)
+    click.echo(text)
+    atomic_write_text(out_path, markdown)
+    _log(f"compare: leaderboard written to {out_path}")
 
 
 @main.command()

@@ -17,6 +17,9 @@ from typing import Any, Mapping
 import numpy as np
 
 
+EXTRA_FEATURES = ("flatness", "peakiness", "crest")
+
+
 @dataclass(frozen=True)
 class FeatureConfig:
     """Every parameter of the frame features.
@@ -47,6 +50,14 @@ class FeatureConfig:
         devices than between classes.
     min_frames : int
         Clips with fewer frames are skipped as too short.
+    extra : tuple of str
+        Frame features added after the cepstra, each aimed at one sound
+        (their deltas are added too when ``deltas`` > 0):
+        ``"flatness"`` (log spectral flatness in fmin..fmax: low for the
+        tonal peaks of wheezes), ``"peakiness"`` (log ratio of the strongest
+        bin to the median bin in fmin..fmax: high for a wheeze's narrow
+        peak) and ``"crest"`` (log crest factor of the high-passed frame,
+        above 200 Hz: high for the explosive transients of crackles).
     """
 
     sample_rate: int = 4000
@@ -60,6 +71,7 @@ class FeatureConfig:
     delta_width: int = 9
     cepstral_mean_norm: bool = True
     min_frames: int = 10
+    extra: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         problems = []
@@ -85,13 +97,18 @@ class FeatureConfig:
             problems.append(
                 f"min_frames must be >= delta_width ({self.delta_width}) when deltas are used, got {self.min_frames}"
             )
+        unknown = [name for name in self.extra if name not in EXTRA_FEATURES]
+        if unknown:
+            problems.append(f"unknown extra features {unknown}; known: {list(EXTRA_FEATURES)}")
+        if len(set(self.extra)) != len(self.extra):
+            problems.append(f"extra features repeat: {list(self.extra)}")
         if problems:
             raise ValueError("invalid feature config: " + "; ".join(problems))
 
     @property
     def n_features(self) -> int:
         """Dimensions of one frame vector."""
-        return self.n_mfcc * (1 + self.deltas)
+        return (self.n_mfcc + len(self.extra)) * (1 + self.deltas)
 
     @property
     def frame_seconds(self) -> float:
@@ -100,7 +117,9 @@ class FeatureConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form of the config."""
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        values["extra"] = list(self.extra)
+        return values
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> FeatureConfig:
@@ -109,7 +128,10 @@ class FeatureConfig:
         unknown = set(values) - names
         if unknown:
             raise ValueError(f"unknown feature config keys: {', '.join(sorted(unknown))}")
-        return cls(**dict(values))
+        values = dict(values)
+        if "extra" in values:
+            values["extra"] = tuple(values["extra"])
+        return cls(**values)
 
     def fingerprint(self) -> str:
         """Short hash identifying the config; caches and models store it."""
@@ -143,6 +165,42 @@ def delta(features: np.ndarray, width: int) -> np.ndarray:
     for n in range(1, half + 1):
         out += n * (padded[..., half + n : half + n + n_frames] - padded[..., half - n : half - n + n_frames])
     return out / (2 * sum(n * n for n in range(1, half + 1)))
+
+
+def _extra_features(samples: np.ndarray, power: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """The ``config.extra`` rows, (len(extra), n_frames), aligned with the STFT frames."""
+    import librosa
+
+    freqs = np.fft.rfftfreq(config.frame_length, 1.0 / config.sample_rate)
+    band = power[(freqs >= config.fmin) & (freqs <= config.fmax)] + 1e-12
+    rows = []
+    for name in config.extra:
+        if name == "flatness":
+            rows.append(np.mean(np.log(band), axis=0) - np.log(np.mean(band, axis=0)))
+        elif name == "peakiness":
+            rows.append(np.log(band.max(axis=0)) - np.log(np.median(band, axis=0)))
+        elif name == "crest":
+            high = _highpass(samples, config.sample_rate)
+            padded = np.pad(high, config.frame_length // 2, mode="reflect" if high.size > config.frame_length // 2 else "constant")
+            frames = librosa.util.frame(padded, frame_length=config.frame_length, hop_length=config.hop_length)
+            frames = frames[:, : power.shape[1]]
+            rms = np.sqrt(np.mean(frames**2, axis=0)) + 1e-9
+            rows.append(np.log(np.max(np.abs(frames), axis=0) / rms + 1e-9))
+    return np.stack(rows).astype(power.dtype)
+
+
+@functools.lru_cache(maxsize=4)
+def _highpass_sos(sample_rate: int) -> np.ndarray:
+    from scipy.signal import butter
+
+    return butter(4, 200.0, btype="highpass", fs=sample_rate, output="sos")
+
+
+def _highpass(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Fourth-order Butterworth high-pass at 200 Hz: keeps crackles, drops breath and heart sounds."""
+    from scipy.signal import sosfilt
+
+    return sosfilt(_highpass_sos(sample_rate), samples)
 
 
 def compute_features(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
@@ -180,6 +238,8 @@ def compute_features(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
     mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel), n_mfcc=config.n_mfcc)
     if config.cepstral_mean_norm:
         mfcc = mfcc - mfcc.mean(axis=1, keepdims=True)
+    if config.extra:
+        mfcc = np.concatenate([mfcc, _extra_features(samples, power, config)], axis=0)
     parts = [mfcc]
     for _ in range(config.deltas):
         parts.append(delta(parts[-1], config.delta_width))

@@ -30,6 +30,16 @@ def default_model_params() -> dict[str, Any]:
     return {}
 
 
+def features_dir_for(features_dir: str | os.PathLike[str], config: FeatureConfig | None) -> Path:
+    """Cache directory of ``config``: ``features_dir`` itself for the default config,
+    a ``config-<fingerprint>`` folder inside it for any other, so experiments with
+    different features keep their caches side by side."""
+    features_dir = Path(features_dir)
+    if config is None or config == FeatureConfig():
+        return features_dir
+    return features_dir / f"config-{config.fingerprint()}"
+
+
 def ensure_features(
     features_dir: str | os.PathLike[str],
     data_dir: str | os.PathLike[str],
@@ -113,23 +123,53 @@ def run_cv(
     n_jobs: int | None = None,
     progress: ProgressFn | None = None,
     command: str | None = None,
+    repeats: int = 1,
+    experiment: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Cross-validate and write the report; return the report dictionary."""
+    """Cross-validate and write the report; return the report dictionary.
+
+    With ``repeats`` > 1 the whole CV is repeated with seeds ``seed``,
+    ``seed + 1``, ...: the report details the first run and adds every
+    repeat's Score, Se and Sp with their mean and standard deviation.
+    """
     from .evaluation import bootstrap_score_interval, cross_validate
     from .report import write_cv_report
 
     out_dir = Path(out_dir)
     if (out_dir / "report.json").exists():
         raise HmmclfError(f"{out_dir}: already holds a report; reports are never overwritten, choose another --out")
+    if repeats < 1:
+        raise HmmclfError(f"--repeats must be >= 1, got {repeats}")
+    started = time.perf_counter()
     model = make_model(model_params)
-    try:
-        result = cross_validate(features, model, n_folds=n_folds, seed=seed, n_jobs=n_jobs, progress=progress)
-    except ValueError as exc:
-        raise HmmclfError(f"cv: {exc}") from None
+    runs = []
+    for r in range(repeats):
+        try:
+            runs.append(
+                cross_validate(
+                    features, model, n_folds=n_folds, seed=seed + r, n_jobs=n_jobs, progress=progress,
+                    baselines=(r == 0),
+                )
+            )
+        except ValueError as exc:
+            raise HmmclfError(f"cv: {exc}") from None
+    result = runs[0]
     interval = bootstrap_score_interval(
         result.predictions["true"].to_numpy(), result.predictions["predicted"].to_numpy(), features.groups, seed=seed
     )
-    return write_cv_report(result, out_dir, command=command, extra={"score_interval": interval})
+    extra: dict[str, Any] = {"score_interval": interval, "experiment": experiment or {"name": "default"}}
+    if repeats > 1:
+        per_repeat = [
+            {"seed": seed + r, **{k: run.metrics[k] for k in ("score", "sensitivity", "specificity")}}
+            for r, run in enumerate(runs)
+        ]
+        extra["repeats"] = per_repeat
+        extra["repeat_mean_std"] = {
+            k: {"mean": float(np.mean([p[k] for p in per_repeat])), "std": float(np.std([p[k] for p in per_repeat]))}
+            for k in ("score", "sensitivity", "specificity")
+        }
+    result.seconds = time.perf_counter() - started
+    return write_cv_report(result, out_dir, command=command, extra=extra)
 
 
 def train_model(

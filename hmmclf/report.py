@@ -204,3 +204,59 @@ def write_cv_report(
     # report.json last: its presence marks a complete report.
     atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2))
     return report
+
+
+def _load_report(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any]]:
+    from .errors import HmmclfError
+
+    path = Path(path)
+    file = path / "report.json" if path.is_dir() else path
+    try:
+        report = json.loads(file.read_text(encoding="utf-8"))
+        report["score"], report["per_class"]  # noqa: B018 - the keys every report has
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise HmmclfError(f"{file}: not an hmmclf cv report ({exc})") from None
+    return str(file.parent), report
+
+
+def leaderboard(paths: list[str | os.PathLike[str]]) -> tuple[str, str]:
+    """Leaderboard of cv reports, best Score first, as (terminal text, Markdown).
+
+    Columns: experiment, Score, Se, Sp, per-class recall, fold mean ± std of
+    the Score, grouped or not, wall time, report directory.
+    """
+    rows = []
+    for path in paths:
+        directory, report = _load_report(path)
+        experiment = (report.get("experiment") or {}).get("name", "default")
+        fold = report.get("fold_mean_std", {}).get("score", {})
+        repeat = report.get("repeat_mean_std", {}).get("score")
+        rows.append(
+            {
+                "experiment": experiment,
+                "score": report["score"],
+                "se": report["sensitivity"],
+                "sp": report["specificity"],
+                "recall": [report["per_class"][s]["recall"] for s in LABEL_STATES],
+                "fold": f"{_pct(fold.get('mean'))} ± {_pct(fold.get('std'))}",
+                "repeats": f"{_pct(repeat['mean'])} ± {_pct(repeat['std'])} ({len(report['repeats'])})" if repeat else "",
+                "grouped": "yes" if report.get("grouped") else "NO",
+                "seconds": report.get("seconds"),
+                "directory": directory,
+            }
+        )
+    rows.sort(key=lambda r: -(r["score"] if r["score"] is not None else -1))
+    header = ["experiment", "Score", "Se", "Sp"] + [f"rec {s}" for s in LABEL_STATES] + ["folds μ±σ", "repeats μ±σ", "grouped", "time s", "report"]
+    table = []
+    for r in rows:
+        table.append(
+            [r["experiment"], _pct(r["score"]), _pct(r["se"]), _pct(r["sp"])]
+            + [_pct(v) for v in r["recall"]]
+            + [r["fold"], r["repeats"], r["grouped"], f"{r['seconds']:.1f}" if r["seconds"] is not None else "", r["directory"]]
+        )
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *table)]
+    text = "\n".join("  ".join(str(x).ljust(w) for x, w in zip(line, widths)) for line in [header] + table)
+    markdown = "\n".join(
+        ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(str(x) for x in line) + " |" for line in table]
+    )
+    return text, markdown + "\n"

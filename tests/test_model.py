@@ -207,3 +207,25 @@ def test_gaussian_log_density_matches_scipy():
     out = gaussian_log_density(x, mu, var)
     for k in range(2):
         np.testing.assert_allclose(out[:, k], multivariate_normal(mu[k], np.diag(var[k])).logpdf(x))
+
+
+def test_stacked_decision_round_trip(tmp_path):
+    X, y = toy_data(per_class=15)
+    Xt, yt = toy_data(seed=1)
+    model = HMMClassifier(n_states=2, n_iter=5, decision="stacked").fit(X, y)
+    assert model.fit_report_["decision"]["rule"] == "stacked" and model.stacker_ is not None
+    assert model.likelihood_statistics(Xt).shape == (len(Xt), 10)
+    assert model.score(Xt, yt) > 0.8
+    path = save_model(model, tmp_path / "m.npz", FeatureConfig(n_mfcc=2, deltas=1))
+    loaded, _ = load_model(path)
+    np.testing.assert_allclose(loaded.predict_proba(Xt), model.predict_proba(Xt))
+
+
+def test_forward_increments_sum_to_totals():
+    X, y = toy_data()
+    model = HMMClassifier(n_states=3, n_iter=3, decision="argmax").fit(X, y)
+    totals, increments, lengths = model._forward(X[:7])
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    for i in range(7):
+        np.testing.assert_allclose(increments[offsets[i] : offsets[i + 1]].sum(axis=0), totals[i])
+    np.testing.assert_allclose(model.frame_log_likelihood(X[3]), increments[offsets[3] : offsets[4]], rtol=1e-8, atol=1e-8)
