@@ -307,6 +307,29 @@ def format_predictions(results: list[dict], fmt: str) -> str:
 
 
 @main.command()
+@click.argument("clip", type=click.Path(dir_okay=False))
+@click.option("--model", "model_path", default="model.npz", show_default=True, type=click.Path(dir_okay=False), help="Model file from 'hmmclf train'.")
+@click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False), help="PNG to write (default: <clip name>.explain.png in the current directory).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def explain(clip, model_path, out_path, fmt) -> None:
+    """Show where in CLIP the model heard what: waveform, spectrogram, Viterbi paths, likelihood ratios."""
+    from .errors import AudioError
+    from .explain import explain_clip, format_explanation, plot_explanation
+
+    try:
+        explanation, samples = explain_clip(clip, model_path)
+    except AudioError as exc:
+        raise HmmclfError(str(exc)) from None
+    png = plot_explanation(explanation, samples, out_path or f"{Path(clip).stem}.explain.png")
+    explanation["figure"] = str(png)
+    if fmt == "json":
+        click.echo(json.dumps(explanation, indent=2))
+    else:
+        click.echo(format_explanation(explanation))
+        click.echo(f"figure: {png}")
+
+
+@main.command()
 @click.argument("directory", default="demo", type=click.Path(file_okay=False))
 @click.option("--seed", type=int, default=0, show_default=True)
 @_jobs_option

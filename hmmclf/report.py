@@ -183,7 +183,11 @@ def plot_confusion(confusion: list[list[int]], path: str | os.PathLike[str], tit
 def write_cv_report(
     result: CVResult, out_dir: str | os.PathLike[str], command: str | None = None, extra: dict | None = None
 ) -> dict[str, Any]:
-    """Write ``report.json``, ``report.md``, ``confusion.png`` and ``predictions.csv`` into ``out_dir``.
+    """Write the report files into ``out_dir``.
+
+    ``report.json`` (all numbers), ``report.md``, ``report.html`` (self-contained,
+    images inlined), ``predictions.csv`` (every clip's out-of-fold prediction),
+    ``confusion.png``, ``tradeoff.png`` (Se-Sp curve) and ``folds.png``.
 
     ``out_dir`` must not hold an earlier report: reports are never overwritten.
     Returns the report dictionary.
@@ -200,7 +204,13 @@ def write_cv_report(
         out_dir / "confusion.png",
         title=f"Score {_pct(report['score'])}  Se {_pct(report['sensitivity'])}  Sp {_pct(report['specificity'])}",
     )
+    curve = tradeoff_curve(result.predictions)
+    report["tradeoff_curve"] = _jsonable(curve)
+    plot_tradeoff(curve, (report["sensitivity"] or 0.0, report["specificity"] or 0.0), out_dir / "tradeoff.png")
+    plot_folds(report, out_dir / "folds.png")
+    images = {name: out_dir / f"{name}.png" for name in ("confusion", "tradeoff", "folds")}
     atomic_write_text(out_dir / "report.md", format_markdown(report))
+    atomic_write_text(out_dir / "report.html", format_html(report, images))
     # report.json last: its presence marks a complete report.
     atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2))
     return report
@@ -260,3 +270,157 @@ def leaderboard(paths: list[str | os.PathLike[str]]) -> tuple[str, str]:
         ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(str(x) for x in line) + " |" for line in table]
     )
     return text, markdown + "\n"
+
+
+def tradeoff_curve(predictions, n_points: int = 60) -> dict[str, list[float]]:
+    """Out-of-fold Se/Sp as one common offset on the abnormal states' scores moves.
+
+    Uses the per-clip posteriors of ``predictions.csv`` (log-posteriors differ
+    from the decision scores by a per-clip constant, so the argmax is the
+    same). Offset 0 is the operating point the model chose.
+    """
+    from .evaluation import icbhi_metrics
+
+    states = np.array(LABEL_STATES)
+    log_post = np.log(np.clip(predictions[[f"posterior_{s}" for s in LABEL_STATES]].to_numpy(float), 1e-300, None))
+    y = predictions["true"].to_numpy(str)
+    margin = log_post[:, 0] - log_post[:, 1:].max(axis=1)
+    offsets = np.unique(np.concatenate([np.quantile(margin, np.linspace(0, 1, n_points)) + 1e-9, [0.0], [margin.min() - 1, margin.max() + 1]]))
+    se, sp = [], []
+    for delta in offsets:
+        shifted = log_post.copy()
+        shifted[:, 1:] += delta
+        m = icbhi_metrics(y, states[np.argmax(shifted, axis=1)])
+        se.append(m["sensitivity"])
+        sp.append(m["specificity"])
+    return {"offset": offsets.tolist(), "sensitivity": se, "specificity": sp}
+
+
+def plot_tradeoff(curve: dict[str, list[float]], chosen: tuple[float, float], path: str | os.PathLike[str]) -> None:
+    """Se against Sp over the offsets, with the chosen point and always-normal marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 4.6), dpi=100)
+    ax.plot(curve["specificity"], curve["sensitivity"], "-", color="#4c72b0", lw=1.5, label="moving the abnormal offset")
+    ax.plot([chosen[1]], [chosen[0]], "o", color="#c44e52", ms=8, label=f"chosen (Se {100 * chosen[0]:.1f}, Sp {100 * chosen[1]:.1f})")
+    ax.plot([1.0], [0.0], "s", color="grey", ms=8, label="always normal (Score 50)")
+    for score in (0.5, 0.6, 0.7):
+        sp = np.linspace(max(0, 2 * score - 1), 1, 50)
+        ax.plot(sp, 2 * score - sp, ":", color="lightgrey", lw=1)
+        ax.text(sp[len(sp) // 2], 2 * score - sp[len(sp) // 2], f"Score {int(score * 100)}", color="grey", fontsize=7)
+    ax.set_xlabel("specificity (recall of normal)")
+    ax.set_ylabel("sensitivity (exact-state hits on abnormal)")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="lower left", fontsize=8)
+    ax.set_title("Se-Sp trade-off (out-of-fold)")
+    fig.tight_layout()
+    from ._atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def plot_folds(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Per-fold Score, Se and Sp as grouped bars, with the pooled Score as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folds = report["folds"]
+    x = np.arange(len(folds))
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
+    for i, (key, colour) in enumerate((("score", "#4c72b0"), ("sensitivity", "#dd8452"), ("specificity", "#55a868"))):
+        values = [np.nan_to_num(f["metrics"][key] if f["metrics"][key] is not None else np.nan) for f in folds]
+        ax.bar(x + (i - 1) * 0.27, values, width=0.27, color=colour, label=key)
+    ax.axhline(report["score"], color="#4c72b0", ls="--", lw=1, label=f"pooled Score {100 * report['score']:.1f}")
+    ax.axhline(0.5, color="grey", ls=":", lw=1, label="always normal")
+    ax.set_xticks(x, [f"fold {f['fold']}\n({len(f['test_groups'])} groups)" if f["test_groups"] else f"fold {f['fold']}" for f in folds])
+    ax.set_ylim(0, 1.22)
+    ax.set_yticks(np.linspace(0, 1, 6))
+    ax.legend(fontsize=7, ncol=3, loc="upper center")
+    ax.set_title("per-fold Score / Se / Sp (spread across patients)")
+    fig.tight_layout()
+    from ._atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def format_html(report: dict[str, Any], images: dict[str, Path]) -> str:
+    """``report.html``: one self-contained page, images inlined as data URIs."""
+    import base64
+    import html
+
+    def img(name: str, alt: str) -> str:
+        data = base64.b64encode(Path(images[name]).read_bytes()).decode()
+        return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
+
+    def table(header: list[str], rows: list[list[Any]]) -> str:
+        head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    systems = [("hmmclf", report)] + [(BASELINE_TITLES.get(k, k), v) for k, v in report.get("baselines", {}).items()]
+    score_rows = [
+        [name, _pct(m["score"]), _pct(m["sensitivity"]), _pct(m["specificity"])] + [_pct(m["per_class"][s]["recall"]) for s in LABEL_STATES]
+        for name, m in systems
+    ]
+    class_rows = [
+        [s, _pct(report["per_class"][s]["precision"]), _pct(report["per_class"][s]["recall"]), _pct(report["per_class"][s]["f1"]), report["per_class"][s]["support"]]
+        for s in LABEL_STATES
+    ]
+    confusion_rows = [[s] + row for s, row in zip(LABEL_STATES, report["confusion_matrix"])]
+    fold_rows = [
+        [f["fold"], f["train_size"], f["test_size"], _pct(f["metrics"]["score"]), _pct(f["metrics"]["sensitivity"]), _pct(f["metrics"]["specificity"]), ", ".join(f["test_groups"])]
+        for f in report["folds"]
+    ]
+    grouping = (
+        f"grouped by <code>{html.escape(str(report['group_column']))}</code> (no group on both sides of a split)"
+        if report["grouped"]
+        else "<strong class='warn'>NOT grouped by patient: scores are optimistic</strong>"
+    )
+    cfg = report["config"]
+    warnings_html = "".join(f"<p class='warn'>Warning: {html.escape(w)}</p>" for w in report.get("warnings", []))
+    interval = report.get("score_interval")
+    interval_html = (
+        f"<p>Score {int(interval['level'] * 100)}% bootstrap interval (resampling {interval['resampled']}): "
+        f"{_pct(interval['low'])} – {_pct(interval['high'])}</p>" if interval else ""
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>hmmclf cross-validation report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.6em 0 1.4em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }}
+th {{ background: #f3f3f3; }} td:first-child {{ text-align: left; }}
+figure {{ display: inline-block; margin: 0.5em; }} img {{ max-width: 100%; }}
+.warn {{ color: #b00; }} code {{ background: #f3f3f3; padding: 0 0.2em; }}
+</style></head><body>
+<h1>hmmclf cross-validation report</h1>
+<p>Command: <code>{html.escape(str(report.get('command')))}</code></p>
+<p>{cfg['folds']}-fold stratified CV, seed {cfg['seed']}, {report['n_clips']} clips, {grouping}. Wall time {report['seconds']:.1f} s.</p>
+{warnings_html}
+<h2>Scores (ICBHI 2017, pooled out-of-fold)</h2>
+{table(["system", "Score", "Se", "Sp"] + [f"recall {s}" for s in LABEL_STATES], score_rows)}
+<p>Se: exact-state hits over all abnormal clips; Sp: recall of normal; Score = (Se+Sp)/2. Always answering normal scores 50.</p>
+{interval_html}
+{img("confusion", "Confusion matrix: counts and row-normalised rates")}
+{img("tradeoff", "Sensitivity-specificity trade-off as the abnormal offset moves")}
+{img("folds", "Per-fold Score, Se and Sp")}
+<h2>Per class</h2>
+{table(["state", "precision", "recall", "F1", "support"], class_rows)}
+<h2>Confusion matrix (rows true, columns predicted)</h2>
+{table(["true / predicted"] + list(LABEL_STATES), confusion_rows)}
+<h2>Folds</h2>
+{table(["fold", "train", "test", "Score", "Se", "Sp", "test groups"], fold_rows)}
+<h2>Configuration</h2>
+<pre>{html.escape(json.dumps(cfg, indent=2))}</pre>
+</body></html>
+"""
