@@ -135,21 +135,28 @@ def main(debug: bool) -> None:
 @main.command()
 @_data_options
 @click.option("--out", "out_dir", default="features", show_default=True, type=click.Path(file_okay=False), help="Feature cache directory.")
+@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False), help="Experiment config (TOML) whose [features] to use.")
 @_jobs_option
 @_scheduler_option
-def extract(data_dir: str, labels_csv: str, groups: str, out_dir: str, jobs: int | None, scheduler: str | None) -> None:
+def extract(data_dir: str, labels_csv: str, groups: str, out_dir: str, config_path: str | None, jobs: int | None, scheduler: str | None) -> None:
     """Extract MFCC + delta frame features of every usable clip into a cache.
 
     Unusable rows and clips are skipped and listed with their reason in
-    OUT/skipped.csv. Re-running recomputes only new or changed clips.
+    OUT/skipped.csv. Re-running recomputes only new or changed clips. With
+    --config, the cache goes where 'cv --config' and 'train --config' look.
     """
     from .cache import extract_corpus
+    from .experiment import Experiment, load_experiment
     from .parallel import compute_backend
-    from .pipeline import extract_summary
+    from .pipeline import extract_summary, features_dir_for
 
+    experiment = load_experiment(config_path) if config_path else Experiment()
     with compute_backend(scheduler) as backend:
         _log(f"extract: {data_dir} with {labels_csv} on {backend}")
-        result = extract_corpus(data_dir, labels_csv, out_dir, groups=groups, n_jobs=jobs, progress=Progress())
+        result = extract_corpus(
+            data_dir, labels_csv, features_dir_for(out_dir, experiment.features), config=experiment.features,
+            groups=groups, n_jobs=jobs, progress=Progress(),
+        )
     for note in result.notes:
         _log(f"note: {note}")
     if result.features.group_column is None:
@@ -224,14 +231,20 @@ def compare(reports, out_path) -> None:
 @click.option("--out", "out_path", default="model.npz", show_default=True, type=click.Path(dir_okay=False), help="Model file to write.")
 @_data_options
 @_model_options
+@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False), help="Experiment config (TOML) to train with.")
 @_jobs_option
-def train(features_dir, out_path, data_dir, labels_csv, groups, states, topology, jobs) -> None:
+def train(features_dir, out_path, data_dir, labels_csv, groups, states, topology, config_path, jobs) -> None:
     """Fit the model on every usable clip and save it (npz + JSON, no pickle)."""
-    from .pipeline import ensure_features, train_model
+    from .experiment import Experiment, load_experiment
+    from .pipeline import ensure_features, features_dir_for, train_model
 
-    features = ensure_features(features_dir, data_dir, labels_csv, groups=groups, n_jobs=jobs, progress=Progress(), log=_log)
-    _log(f"train: {len(features)} clips")
-    model, path, seconds = train_model(features, out_path, _model_params(states, topology))
+    experiment = load_experiment(config_path) if config_path else Experiment()
+    features = ensure_features(
+        features_dir_for(features_dir, experiment.features), data_dir, labels_csv, config=experiment.features,
+        groups=groups, n_jobs=jobs, progress=Progress(), log=_log,
+    )
+    _log(f"train: {len(features)} clips, experiment {experiment.name!r}")
+    model, path, seconds = train_model(features, out_path, {**experiment.model, **_model_params(states, topology)})
     from .labels import LABEL_STATES
 
     for state in LABEL_STATES:
