@@ -34,7 +34,7 @@ from .labels import LABEL_STATES
 MODEL_FORMAT = "hmmclf-model"
 MODEL_FORMAT_VERSION = 1
 TOPOLOGIES = ("ergodic", "left-right")
-DECISIONS = ("tuned", "argmax", "stacked")
+DECISIONS = ("tuned", "argmax", "stacked", "detectors")
 N_STACK_FEATURES = 10
 SCALE_FLOOR = 1e-6
 
@@ -205,7 +205,7 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
     class_offsets : tuple of 4 floats, optional
         Extra additive offsets per state (order of ``LABEL_STATES``), e.g. tuned
         on inner folds to trade sensitivity against specificity.
-    decision : {"tuned", "argmax", "stacked"}
+    decision : {"tuned", "argmax", "stacked", "detectors"}
         "argmax" takes the best per-frame log-likelihood + log-prior + offset.
         "tuned" adds per-state offsets learnt from the training data alone:
         the training clips are split into ``inner_folds`` grouped folds, HMMs
@@ -218,6 +218,11 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         held-out inner clips to a class-balanced multinomial logistic
         regression (the HMM log-likelihoods as features, calibrated), then
         tunes its offsets the same way on inner held-out predictions.
+        "detectors" reads the same four HMMs as two detectors composed into
+        the label set: crackle evidence = log(p_crackle + p_both) -
+        log(p_normal + p_wheeze) per frame, wheeze evidence likewise, each
+        compared with a threshold tuned on inner folds (two parameters
+        instead of three offsets, each decided on twice the clips).
     stack_c : float
         Inverse L2 regularisation of the "stacked" logistic regression.
     inner_folds : int
@@ -251,7 +256,7 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         self,
         n_states: int = 5,
         topology: str = "ergodic",
-        n_iter: int = 20,
+        n_iter: int = 10,
         tol: float = 1e-3,
         min_covar: float = 1e-3,
         init_frames: int = 5000,
@@ -366,7 +371,8 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         self.fit_report_ = {state: report for (state, _, _), (_, report) in zip(tasks, fitted)}
         self.tuned_offsets_ = np.zeros(len(LABEL_STATES))
         self.stacker_ = None
-        if self.decision in ("tuned", "stacked"):
+        self.detector_thresholds_ = None
+        if self.decision in ("tuned", "stacked", "detectors"):
             self.tuned_offsets_, self.fit_report_["decision"] = self._tune_offsets(sequences, y, groups)
         return self
 
@@ -402,6 +408,17 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
                 stacked_scores[test] = _fit_stacker(held_out[train], y[train], self.stack_c).scores(held_out[test])
             self.stacker_ = _fit_stacker(held_out, y, self.stack_c)
             held_out = stacked_scores
+        if self.decision == "detectors":
+            thresholds, score = search_thresholds(held_out, y)
+            self.detector_thresholds_ = thresholds
+            return np.zeros(len(LABEL_STATES)), {
+                "rule": "detectors",
+                "inner_folds": self.inner_folds,
+                "grouped": groups is not None,
+                "thresholds": [round(float(v), 6) for v in thresholds],
+                "offsets": [0.0] * len(LABEL_STATES),
+                "inner_score": round(float(score), 6),
+            }
         offsets, score = search_offsets(held_out, y)
         return offsets, {
             "rule": self.decision,
@@ -564,7 +581,10 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         if log_likelihood is None:
             log_likelihood = self.log_likelihood(X)
         lengths = np.array([len(s) for s in X], dtype=float)
-        return log_likelihood / lengths[:, None] + self.class_log_prior_ + self._offsets()
+        scores = log_likelihood / lengths[:, None] + self.class_log_prior_ + self._offsets()
+        if getattr(self, "detector_thresholds_", None) is not None:
+            return detector_scores(scores, self.detector_thresholds_)
+        return scores
 
     def decision_function(self, X: Sequence[np.ndarray]) -> np.ndarray:
         """Same as :meth:`decision_scores` (scikit-learn's name)."""
@@ -653,6 +673,48 @@ def _fit_stacker(features: np.ndarray, y: np.ndarray, c: float) -> Stacker:
     lr.fit((features - mean) / scale, y)
     order = [list(lr.classes_).index(s) for s in LABEL_STATES]
     return Stacker(mean, scale, lr.coef_[order].astype(float), lr.intercept_[order].astype(float))
+
+
+def detector_evidence(scores: np.ndarray) -> np.ndarray:
+    """(n, 2) crackle and wheeze evidence from per-state scores (normal, crackle, wheeze, both)."""
+    pair = lambda a, b: np.logaddexp(scores[:, a], scores[:, b])  # noqa: E731
+    return np.stack([pair(1, 3) - pair(0, 2), pair(2, 3) - pair(0, 1)], axis=1)
+
+
+def detector_scores(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Per-state log-scores whose argmax is the composed two-detector decision.
+
+    With p = sigmoid(evidence - threshold) for crackle and wheeze, taken as
+    independent, the states get log((1-pc)(1-pw)), log(pc(1-pw)),
+    log((1-pc)pw) and log(pc pw); each factor exceeds 1/2 exactly when its
+    evidence passes its threshold.
+    """
+    margin = detector_evidence(scores) - np.asarray(thresholds)[None, :]
+    log_yes = -np.logaddexp(0.0, -margin)
+    log_no = -np.logaddexp(0.0, margin)
+    return np.stack(
+        [log_no[:, 0] + log_no[:, 1], log_yes[:, 0] + log_no[:, 1], log_no[:, 0] + log_yes[:, 1], log_yes[:, 0] + log_yes[:, 1]],
+        axis=1,
+    )
+
+
+def search_thresholds(scores: np.ndarray, y: np.ndarray, n_candidates: int = 40) -> tuple[np.ndarray, float]:
+    """Crackle and wheeze thresholds maximising the ICBHI Score (grid over evidence quantiles)."""
+    from .evaluation import icbhi_metrics
+
+    y = np.asarray(y, dtype=str)
+    evidence = detector_evidence(scores)
+    grid = [np.concatenate([[0.0], np.quantile(evidence[:, j], np.linspace(0, 1, n_candidates))]) for j in range(2)]
+    states = np.array(LABEL_STATES)
+    best, best_t = -1.0, np.zeros(2)
+    for tc in grid[0]:
+        crackle = evidence[:, 0] > tc
+        for tw in grid[1]:
+            wheeze = evidence[:, 1] > tw
+            value = icbhi_metrics(y, states[crackle.astype(int) + 2 * wheeze.astype(int)])["score"]
+            if value > best + 1e-12 or (abs(value - best) <= 1e-12 and abs(tc) + abs(tw) < np.abs(best_t).sum()):
+                best, best_t = value, np.array([tc, tw])
+    return best_t, best
 
 
 def search_offsets(scores: np.ndarray, y: np.ndarray, rounds: int = 4, n_candidates: int = 48) -> tuple[np.ndarray, float]:
@@ -785,6 +847,8 @@ def save_model(model: HMMClassifier, path: str | os.PathLike[str], feature_confi
         "class_log_prior": model.class_log_prior_,
         "tuned_offsets": np.asarray(model.tuned_offsets_, dtype=np.float64),
     }
+    if getattr(model, "detector_thresholds_", None) is not None:
+        arrays["detector_thresholds"] = np.asarray(model.detector_thresholds_, dtype=np.float64)
     if getattr(model, "stacker_", None) is not None:
         for name in ("mean", "scale", "coef", "intercept"):
             arrays[f"stacker.{name}"] = np.asarray(getattr(model.stacker_, name), dtype=np.float64)
@@ -879,6 +943,7 @@ def load_model(path: str | os.PathLike[str]):
             raise ValueError("feature_scale must be positive")
         model.class_log_prior_ = array("class_log_prior", (len(LABEL_STATES),))
         model.tuned_offsets_ = array("tuned_offsets", (len(LABEL_STATES),))
+        model.detector_thresholds_ = array("detector_thresholds", (2,)) if "detector_thresholds" in arrays else None
         model.stacker_ = None
         if "stacker.coef" in arrays:
             model.stacker_ = Stacker(

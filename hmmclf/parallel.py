@@ -36,7 +36,7 @@ def resolve_jobs(n_jobs: int | None) -> int:
 
 
 @contextlib.contextmanager
-def compute_backend(scheduler: str | None = None) -> Iterator[str]:
+def compute_backend(scheduler: str | None = None, connect_timeout: str = "10s") -> Iterator[str]:
     """Run the :func:`parallel_map` calls inside on local processes or a Dask cluster.
 
     Parameters
@@ -44,6 +44,8 @@ def compute_backend(scheduler: str | None = None) -> Iterator[str]:
     scheduler : str, optional
         ``tcp://host:port`` of a running ``distributed`` scheduler. When None,
         ``$DASK_SCHEDULER_ADDRESS`` is used if set; otherwise local processes.
+    connect_timeout : str
+        How long to try to reach the scheduler.
 
     Yields
     ------
@@ -66,7 +68,7 @@ def compute_backend(scheduler: str | None = None) -> Iterator[str]:
             f"(pip install 'hmmclf[dask]'): {exc}"
         ) from None
     try:
-        client = Client(address, timeout="10s", set_as_default=False)
+        client = Client(address, timeout=connect_timeout, set_as_default=False)
     except (OSError, TimeoutError) as exc:
         from .errors import HmmclfError
 

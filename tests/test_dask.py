@@ -35,5 +35,5 @@ def test_unreachable_scheduler_is_a_one_line_error():
     from hmmclf.errors import HmmclfError
 
     with pytest.raises(HmmclfError, match="cannot reach Dask scheduler"):
-        with compute_backend("tcp://127.0.0.1:1"):
+        with compute_backend("tcp://127.0.0.1:1", connect_timeout="1s"):
             pass

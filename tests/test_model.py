@@ -229,3 +229,19 @@ def test_forward_increments_sum_to_totals():
     for i in range(7):
         np.testing.assert_allclose(increments[offsets[i] : offsets[i + 1]].sum(axis=0), totals[i])
     np.testing.assert_allclose(model.frame_log_likelihood(X[3]), increments[offsets[3] : offsets[4]], rtol=1e-8, atol=1e-8)
+
+
+def test_detectors_decision_composes_label_sets(tmp_path):
+    from hmmclf.model import detector_scores
+
+    X, y = toy_data(per_class=15)
+    Xt, yt = toy_data(seed=1)
+    model = HMMClassifier(n_states=2, n_iter=5, decision="detectors").fit(X, y)
+    assert model.fit_report_["decision"]["rule"] == "detectors" and model.detector_thresholds_.shape == (2,)
+    assert model.score(Xt, yt) > 0.8
+    loaded, _ = load_model(save_model(model, tmp_path / "m.npz", FeatureConfig(n_mfcc=2, deltas=1)))
+    np.testing.assert_allclose(loaded.predict_proba(Xt), model.predict_proba(Xt))
+    # Evidence above both thresholds means "both"; below both, "normal".
+    scores = np.array([[0.0, 5.0, 5.0, 9.0], [9.0, 0.0, 0.0, 0.0]])
+    composed = detector_scores(scores, np.zeros(2))
+    assert list(np.argmax(composed, axis=1)) == [3, 0]
