@@ -86,3 +86,33 @@ def directory_lock(directory: str | os.PathLike[str], what: str) -> Iterator[Non
         yield
     finally:
         fh.close()
+
+
+def save_npz(path: str | os.PathLike[str], arrays: dict) -> None:
+    """Write ``arrays`` as an uncompressed npz file, atomically."""
+    import numpy as np
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+
+def load_npz(path: str | os.PathLike[str], error: type[Exception], what: str, hint: str) -> dict:
+    """Every array of an npz file, read with ``allow_pickle=False``.
+
+    A missing file raises ``error`` with ``hint``; a file numpy cannot read
+    without unpickling (object arrays), a truncated or non-zip file raises
+    ``error`` naming it "damaged or foreign". Nothing in it is executed.
+    """
+    import zipfile
+
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: no {what} here ({hint})")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise error(f"{path}: damaged or foreign {what} ({str(exc).splitlines()[0]})") from None

@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -32,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from ._atomic import atomic_open, atomic_path, directory_lock
+from ._atomic import atomic_open, directory_lock, load_npz, save_npz
 from .audio import DEFAULT_MAX_SECONDS, load_clip
 from .errors import AudioError, CacheError
 from .features import FeatureConfig, compute_features
@@ -126,20 +125,20 @@ def save_feature_set(features: FeatureSet, path: str | os.PathLike[str]) -> None
         else np.zeros((0, n_features), dtype=np.float32)
     )
     groups = features.groups if features.groups is not None else np.full(len(features), "", dtype=str)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(
-                fh,
-                frames=frames,
-                lengths=features.lengths,
-                files=np.array(features.files, dtype=str),
-                states=np.asarray(features.states, dtype=str),
-                groups=np.asarray(groups, dtype=str),
-                original_rates=np.asarray(features.original_rates, dtype=np.int64),
-                durations=np.asarray(features.durations, dtype=np.float64),
-                hashes=np.array(features.hashes, dtype=str),
-                meta=np.array(json.dumps(meta)),
-            )
+    save_npz(
+        path,
+        {
+            "frames": frames,
+            "lengths": features.lengths,
+            "files": np.array(features.files, dtype=str),
+            "states": np.asarray(features.states, dtype=str),
+            "groups": np.asarray(groups, dtype=str),
+            "original_rates": np.asarray(features.original_rates, dtype=np.int64),
+            "durations": np.asarray(features.durations, dtype=np.float64),
+            "hashes": np.array(features.hashes, dtype=str),
+            "meta": np.array(json.dumps(meta)),
+        },
+    )
 
 
 def load_feature_set(path: str | os.PathLike[str]) -> FeatureSet:
@@ -154,13 +153,7 @@ def load_feature_set(path: str | os.PathLike[str]) -> FeatureSet:
         When the file is missing, damaged, foreign or inconsistent.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CacheError(f"{path}: no feature cache here (run 'hmmclf extract')")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise CacheError(f"{path}: damaged or foreign feature cache ({str(exc).splitlines()[0]})") from None
+    arrays = load_npz(path, CacheError, "feature cache", "run 'hmmclf extract'")
     required = {"frames", "lengths", "files", "states", "groups", "original_rates", "durations", "hashes", "meta"}
     missing = required - set(arrays)
     if missing:
@@ -233,8 +226,12 @@ def clip_features(path: str, config: FeatureConfig, max_seconds: float = DEFAULT
     return features, clip.original_rate, clip.duration
 
 
-def _extract_chunk(task: tuple[list[str], FeatureConfig, float]) -> list[tuple]:
-    """Worker: features of a chunk of clips; an unusable clip yields its reason."""
+def features_of_chunk(task: tuple[list[str], FeatureConfig, float]) -> list[tuple]:
+    """Worker: features of a chunk of clips.
+
+    Returns ``("ok", features, original_rate, duration)`` per usable clip and
+    ``("skip", reason)`` per unusable one, in order.
+    """
     paths, config, max_seconds = task
     out = []
     for path in paths:
@@ -373,7 +370,7 @@ def extract_corpus(
                 save_feature_set(snapshot(complete=False), cache_path)
                 last_checkpoint = time.monotonic()
 
-        parallel_map(_extract_chunk, tasks, n_jobs=min(resolve_jobs(n_jobs), max(1, len(tasks))), on_result=on_chunk)
+        parallel_map(features_of_chunk, tasks, n_jobs=min(resolve_jobs(n_jobs), max(1, len(tasks))), on_result=on_chunk)
         computed = len(todo)
 
         features = snapshot(complete=True)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import zipfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,7 +26,7 @@ from hmmlearn.hmm import GaussianHMM
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from . import __version__
-from ._atomic import atomic_path
+from ._atomic import atomic_write_text, load_npz, save_npz
 from .errors import ModelFileError
 from .labels import LABEL_STATES
 
@@ -872,11 +871,8 @@ def save_model(model: HMMClassifier, path: str | os.PathLike[str], feature_confi
         "fit_report": model.fit_report_,
     }
     arrays["meta"] = np.array(json.dumps(meta))
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-    with atomic_path(path.with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    save_npz(path, arrays)
+    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2))
     return path
 
 
@@ -896,13 +892,7 @@ def load_model(path: str | os.PathLike[str]):
     from .features import FeatureConfig
 
     path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: no model file here (run 'hmmclf train')")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise ModelFileError(f"{path}: damaged or foreign model file ({str(exc).splitlines()[0]})") from None
+    arrays = load_npz(path, ModelFileError, "model file", "run 'hmmclf train'")
     try:
         if "meta" not in arrays or arrays["meta"].dtype.kind != "U" or arrays["meta"].ndim != 0:
             raise ValueError("no hmmclf metadata")

@@ -15,8 +15,9 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from .cache import CACHE_FILE, ExtractResult, FeatureSet, extract_corpus, load_feature_set
-from .errors import AudioError, CacheError, HmmclfError
+from .audio import DEFAULT_MAX_SECONDS
+from .cache import CACHE_FILE, ExtractResult, FeatureSet, extract_corpus, features_of_chunk, load_feature_set
+from .errors import CacheError, HmmclfError
 from .features import FeatureConfig
 from .labels import LABEL_STATES, STATE_LABELS
 
@@ -202,20 +203,6 @@ def list_clips(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     return clips
 
 
-def _predict_features(task: tuple[list[str], FeatureConfig]) -> list[tuple]:
-    """Worker: features of a chunk of clips to predict."""
-    from .cache import clip_features
-
-    paths, config = task
-    out = []
-    for path in paths:
-        try:
-            out.append(("ok", clip_features(path, config)[0]))
-        except AudioError as exc:
-            out.append(("error", exc.reason))
-    return out
-
-
 def predict_clips(
     paths: Sequence[str | os.PathLike[str]],
     model_path: str | os.PathLike[str],
@@ -240,7 +227,8 @@ def predict_clips(
     if not clips:
         raise HmmclfError(f"no audio files found in {', '.join(str(p) for p in paths)}")
     chunks = [absolute[k : k + chunk_size] for k in range(0, len(absolute), chunk_size)]
-    results = [r for chunk in parallel_map(_predict_features, [(c, config) for c in chunks], n_jobs=n_jobs) for r in chunk]
+    tasks = [(chunk, config, DEFAULT_MAX_SECONDS) for chunk in chunks]
+    results = [r for chunk in parallel_map(features_of_chunk, tasks, n_jobs=n_jobs) for r in chunk]
     ok = [i for i, r in enumerate(results) if r[0] == "ok"]
     out: list[dict[str, Any]] = [{"file": c} for c in clips]
     if ok:
@@ -259,7 +247,7 @@ def predict_clips(
                 }
             )
     for i, r in enumerate(results):
-        if r[0] == "error":
+        if r[0] == "skip":
             out[i]["error"] = r[1]
     return out
 
