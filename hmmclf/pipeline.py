@@ -145,10 +145,13 @@ def run_cv(
     model = make_model(model_params)
     runs = []
     for r in range(repeats):
+        stage_progress = progress
+        if progress is not None and repeats > 1:
+            stage_progress = lambda stage, done, total, r=r: progress(f"{stage} (repeat {r + 1}/{repeats})", done, total)  # noqa: E731
         try:
             runs.append(
                 cross_validate(
-                    features, model, n_folds=n_folds, seed=seed + r, n_jobs=n_jobs, progress=progress,
+                    features, model, n_folds=n_folds, seed=seed + r, n_jobs=n_jobs, progress=stage_progress,
                     baselines=(r == 0),
                 )
             )

@@ -89,6 +89,14 @@ def format_summary(report: dict[str, Any]) -> str:
                 _pct(fs["specificity"]["mean"]), _pct(fs["specificity"]["std"]),
             )
         )
+    if report.get("repeat_mean_std"):
+        rs = report["repeat_mean_std"]
+        lines.append(
+            f"over {len(report['repeats'])} repeats (seeds {', '.join(str(r['seed']) for r in report['repeats'])}): "
+            f"Score {_pct(rs['score']['mean'])} ± {_pct(rs['score']['std'])}, "
+            f"Se {_pct(rs['sensitivity']['mean'])} ± {_pct(rs['sensitivity']['std'])}, "
+            f"Sp {_pct(rs['specificity']['mean'])} ± {_pct(rs['specificity']['std'])}"
+        )
     if report.get("score_interval"):
         ci = report["score_interval"]
         lines.append(f"Score {int(ci['level'] * 100)}% bootstrap interval over {ci['resampled']}: {_pct(ci['low'])} to {_pct(ci['high'])}")
@@ -128,6 +136,16 @@ def format_markdown(report: dict[str, Any]) -> str:
             + " |"
         )
     out += ["", "Se: exact-state hits over all abnormal clips; Sp: recall of normal; Score = (Se+Sp)/2.", ""]
+    if report.get("repeats"):
+        out += ["Repeated CV (the tables below detail the first seed):", "", "| seed | Score | Se | Sp |", "|---|---|---|---|"]
+        out += [f"| {r['seed']} | {_pct(r['score'])} | {_pct(r['sensitivity'])} | {_pct(r['specificity'])} |" for r in report["repeats"]]
+        rs = report["repeat_mean_std"]
+        out += [
+            f"| mean ± std | {_pct(rs['score']['mean'])} ± {_pct(rs['score']['std'])} | "
+            f"{_pct(rs['sensitivity']['mean'])} ± {_pct(rs['sensitivity']['std'])} | "
+            f"{_pct(rs['specificity']['mean'])} ± {_pct(rs['specificity']['std'])} |",
+            "",
+        ]
     if report.get("score_interval"):
         ci = report["score_interval"]
         out += [f"Score {int(ci['level'] * 100)}% bootstrap interval (resampling {ci['resampled']}): {_pct(ci['low'])} – {_pct(ci['high'])}", ""]
