@@ -112,8 +112,9 @@ def plot_explanation(explanation: dict[str, Any], samples: np.ndarray, out_path:
     import matplotlib
 
     matplotlib.use("Agg")
-    import librosa
     import matplotlib.pyplot as plt
+
+    from .features import hz_to_mel, mel_filterbank, mel_to_hz, power_spectrogram, power_to_db
 
     from ._atomic import atomic_path
 
@@ -125,10 +126,11 @@ def plot_explanation(explanation: dict[str, Any], samples: np.ndarray, out_path:
     axes[0].plot(t, samples, lw=0.5, color="black")
     axes[0].set_ylabel("waveform")
 
-    mel = librosa.feature.melspectrogram(y=samples, sr=sr, n_fft=256, hop_length=int(round(step * sr)), n_mels=48, fmax=sr / 2)
-    db = librosa.power_to_db(mel, ref=np.max)
+    power = power_spectrogram(samples, 256, int(round(step * sr)))
+    db = power_to_db(mel_filterbank(sr, 256, 48, 0.0, sr / 2) @ power)
+    db -= db.max()
     axes[1].imshow(db, origin="lower", aspect="auto", extent=[0, duration, 0, db.shape[0]], cmap="magma", vmin=-80)
-    mel_freqs = librosa.mel_frequencies(n_mels=48, fmax=sr / 2)
+    mel_freqs = mel_to_hz(np.linspace(hz_to_mel(0.0), hz_to_mel(sr / 2), 48))
     ticks = [0, 12, 24, 36, 47]
     axes[1].set_yticks(ticks, [f"{mel_freqs[i]:.0f}" for i in ticks])
     axes[1].set_ylabel("log-mel (Hz)")

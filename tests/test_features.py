@@ -74,3 +74,27 @@ def test_delta_is_the_regression_slope():
     d = delta(ramp, 9)
     np.testing.assert_allclose(d[0, 4:-4], 3.0)  # exact slope away from the edges
     assert d.shape == ramp.shape
+
+
+def test_mel_filterbank_equals_librosa():
+    import librosa
+
+    from hmmclf.features import mel_filterbank
+
+    for sr, n_fft, n_mels, fmin, fmax in ((4000, 256, 30, 50.0, 1200.0), (8000, 512, 40, 0.0, 4000.0), (4000, 256, 26, 100.0, 1000.0)):
+        np.testing.assert_allclose(
+            mel_filterbank(sr, n_fft, n_mels, fmin, fmax),
+            librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax),
+            rtol=1e-5, atol=1e-7,
+        )
+
+
+def test_spectrogram_equals_librosa_stft(rng):
+    import librosa
+
+    from hmmclf.features import power_spectrogram
+
+    y = make_signal("wheeze", 0.7, 4000, rng)
+    np.testing.assert_allclose(
+        power_spectrogram(y, 256, 80), np.abs(librosa.stft(y, n_fft=256, hop_length=80)) ** 2, rtol=1e-4, atol=1e-6
+    )
