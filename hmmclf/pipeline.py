@@ -185,6 +185,8 @@ def train_model(
     from .model import save_model
 
     started = time.perf_counter()
+    if len(features) == 0:
+        raise HmmclfError("train: the feature cache holds no usable clips (reasons in its skipped.csv)")
     model = make_model(model_params)
     try:
         model.fit(features.sequences, features.states, groups=features.groups)

@@ -105,13 +105,13 @@ def test_duplicates_and_escaping_paths_and_missing_files(tmp_path):
     assert (table.skipped["reason"] == "duplicate row (first kept)").sum() == 1
 
 
-def test_symlink_out_of_data_dir_is_refused(tmp_path):
+def test_links_placed_in_the_data_dir_are_followed(tmp_path):
     data = tmp_path / "train"
     data.mkdir()
-    (tmp_path / "secret.wav").write_bytes(b"x")
-    (data / "link.wav").symlink_to(tmp_path / "secret.wav")
-    table = read_labels(write(tmp_path, "filename,label\nlink.wav,normal\n"), data_dir=data)
-    assert table.rows.empty
+    (tmp_path / "elsewhere.wav").write_bytes(b"x")
+    (data / "link.wav").symlink_to(tmp_path / "elsewhere.wav")
+    table = read_labels(write(tmp_path, "filename,label\nlink.wav,normal\n../elsewhere.wav,normal\n"), data_dir=data)
+    assert table.rows["file"].tolist() == ["link.wav"]
     assert table.skipped["reason"].tolist() == ["path leaves the data directory"]
 
 
