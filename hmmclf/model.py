@@ -625,21 +625,7 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         The increments are differences of successive forward log-likelihoods
         log p(x_1..x_t) - log p(x_1..x_{t-1}); their sum is the clip's total.
         """
-        self._check_fitted()
-        (seq,) = _as_sequences([frames], self.n_features_in_)
-        seq = self._standardize(seq)
-        out = np.empty((len(seq), len(self.hmms_)))
-        for k, hmm in enumerate(self.hmms_):
-            log_emission = gaussian_log_density(seq, hmm.means_, hmm._covars_)
-            with np.errstate(divide="ignore"):
-                log_start, log_trans = np.log(hmm.startprob_), np.log(hmm.transmat_)
-            alpha = log_start + log_emission[0]
-            totals = [_logsumexp(alpha, axis=0)]
-            for t in range(1, len(seq)):
-                alpha = _logsumexp(alpha[:, None] + log_trans, axis=0) + log_emission[t]
-                totals.append(_logsumexp(alpha, axis=0))
-            out[:, k] = np.diff(np.asarray(totals), prepend=0.0)
-        return out
+        return self._forward([frames])[1]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

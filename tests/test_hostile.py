@@ -2,7 +2,6 @@
 
 import json
 import os
-import struct
 
 import numpy as np
 import pandas as pd
@@ -44,7 +43,6 @@ def hostile(tmp_path_factory):
     root = build_corpus(tmp_path_factory.mktemp("hostile"), per_patient=2, patients=4)
     train = root / "train"
     rng = np.random.default_rng(5)
-    rows = []
     (train / "zero_bytes.wav").write_bytes(b"")
     (train / "truncated_header.wav").write_bytes(b"RIFF\x24\x08\x00\x00WAVEfmt \x10\x00")
     (train / "random_bytes.wav").write_bytes(rng.integers(0, 256, 4000, dtype=np.uint8).tobytes())

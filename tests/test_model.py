@@ -221,14 +221,15 @@ def test_stacked_decision_round_trip(tmp_path):
     np.testing.assert_allclose(loaded.predict_proba(Xt), model.predict_proba(Xt))
 
 
-def test_forward_increments_sum_to_totals():
+def test_forward_increments_are_prefix_log_likelihoods():
     X, y = toy_data()
     model = HMMClassifier(n_states=3, n_iter=3, decision="argmax").fit(X, y)
-    totals, increments, lengths = model._forward(X[:7])
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    for i in range(7):
-        np.testing.assert_allclose(increments[offsets[i] : offsets[i + 1]].sum(axis=0), totals[i])
-    np.testing.assert_allclose(model.frame_log_likelihood(X[3]), increments[offsets[3] : offsets[4]], rtol=1e-8, atol=1e-8)
+    increments = model.frame_log_likelihood(X[3])
+    seq = model._standardize(X[3].astype(float))
+    # The running sum of the increments up to frame t is log p(x_1..x_t), as hmmlearn scores the prefix.
+    for t in (1, 5, len(seq)):
+        for k, hmm in enumerate(model.hmms_):
+            assert increments[:t, k].sum() == pytest.approx(hmm.score(seq[:t]), rel=1e-9, abs=1e-6)
 
 
 def test_detectors_decision_composes_label_sets(tmp_path):
