@@ -226,19 +226,22 @@ def clip_features(path: str, config: FeatureConfig, max_seconds: float = DEFAULT
     return features, clip.original_rate, clip.duration
 
 
-def features_of_chunk(task: tuple[list[str], FeatureConfig, float]) -> list[tuple]:
+def features_of_chunk(task: tuple[list[str], FeatureConfig, float, bool]) -> list[tuple[tuple, str | None]]:
     """Worker: features of a chunk of clips.
 
-    Returns ``("ok", features, original_rate, duration)`` per usable clip and
-    ``("skip", reason)`` per unusable one, in order.
+    Returns, per clip and in order, ``(result, sha1)``: ``result`` is
+    ``("ok", features, original_rate, duration)`` for a usable clip and
+    ``("skip", reason)`` for an unusable one; ``sha1`` is the file's hash when
+    ``with_hash`` is true (else None).
     """
-    paths, config, max_seconds = task
-    out = []
+    paths, config, max_seconds, with_hash = task
+    out: list[tuple[tuple, str | None]] = []
     for path in paths:
+        digest = file_sha1(path) if with_hash else None
         try:
-            out.append(("ok",) + clip_features(path, config, max_seconds))
+            out.append((("ok",) + clip_features(path, config, max_seconds), digest))
         except AudioError as exc:
-            out.append(("skip", exc.reason))
+            out.append((("skip", exc.reason), digest))
     return out
 
 
@@ -324,7 +327,9 @@ def extract_corpus(
                     notes.append("feature config changed: every clip is recomputed")
 
         files = table.rows["file"].tolist()
-        hashes = [file_sha1(data_dir / f) for f in files]
+        # With a previous cache, hashes decide which clips to reuse, so they come
+        # first; without one, the workers hash each clip as they read it.
+        hashes: list[str] = [file_sha1(data_dir / f) for f in files] if previous else [""] * len(files)
         results: list[tuple | None] = [None] * len(files)
         todo: list[int] = []
         for i, key in enumerate(zip(files, hashes)):
@@ -352,7 +357,7 @@ def extract_corpus(
             )
 
         chunks = [todo[k : k + chunk_size] for k in range(0, len(todo), chunk_size)]
-        tasks = [([str(data_dir / files[i]) for i in chunk], config, max_seconds) for chunk in chunks]
+        tasks = [([str(data_dir / files[i]) for i in chunk], config, max_seconds, not previous) for chunk in chunks]
         done = reused
         last_checkpoint = time.monotonic()
         if progress:
@@ -360,8 +365,10 @@ def extract_corpus(
 
         def on_chunk(index: int, chunk_results: list[tuple]) -> None:
             nonlocal done, last_checkpoint
-            for i, result in zip(chunks[index], chunk_results):
+            for i, (result, digest) in zip(chunks[index], chunk_results):
                 results[i] = result
+                if digest is not None:
+                    hashes[i] = digest
             done += len(chunk_results)
             if progress:
                 progress("extract", done, len(files))

@@ -8,9 +8,10 @@ clips; a clip is assigned the state whose model gives the highest
 *length-normalised* log-likelihood (per frame, so long clips do not dominate)
 plus the state's log-prior and an optional offset.
 
-Scoring does not call hmmlearn per clip: emission log-densities of all frames
-are computed in one matrix product and the forward recursion runs over many
-clips at once (see :func:`forward_log_likelihood`).
+Training and scoring do not go through hmmlearn's per-clip Python loop:
+emission densities and sufficient statistics of all frames are matrix
+products, and only the forward-backward recursions run per clip, in
+hmmlearn's compiled kernels (see :mod:`hmmclf.baum_welch`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from . import __version__
 from ._atomic import atomic_write_text, load_npz, save_npz
+from .baum_welch import UnderflowError, fit_diag_gaussian_hmm, gaussian_log_density, sequence_log_likelihoods
 from .errors import ModelFileError
 from .labels import LABEL_STATES
 
@@ -57,122 +59,18 @@ def _as_sequences(X: Sequence[np.ndarray], n_features: int | None = None) -> lis
     return sequences
 
 
-def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
-    """log(sum(exp(a))) along ``axis``, safe where every term is -inf."""
-    peak = np.max(a, axis=axis, keepdims=True)
-    peak = np.where(np.isfinite(peak), peak, 0.0)
-    with np.errstate(divide="ignore"):
-        out = np.log(np.sum(np.exp(a - peak), axis=axis, keepdims=True)) + peak
-    return np.squeeze(out, axis=axis)
-
-
-def gaussian_log_density(frames: np.ndarray, means: np.ndarray, variances: np.ndarray) -> np.ndarray:
-    """Log-density of each frame under each diagonal Gaussian state.
-
-    Parameters
-    ----------
-    frames : (n_frames, n_features) array
-    means, variances : (n_states, n_features) arrays
-
-    Returns
-    -------
-    (n_frames, n_states) array
-    """
-    precision = 1.0 / variances
-    const = -0.5 * (means.shape[1] * np.log(2 * np.pi) + np.log(variances).sum(axis=1) + (means**2 * precision).sum(axis=1))
-    return const - 0.5 * (frames**2) @ precision.T + frames @ (means * precision).T
-
-
 class FastDiagGaussianHMM(GaussianHMM):
     """hmmlearn's GaussianHMM with a faster emission density for diagonal covariances.
 
     hmmlearn evaluates the diagonal Gaussian log-density by broadcasting an
-    (n_frames, n_states, n_features) array, a third of the EM time; the
-    matrix-product form of :func:`gaussian_log_density` gives the same numbers
-    (tested) in a fraction of it. Everything else is hmmlearn's.
+    (n_frames, n_states, n_features) array; the matrix-product form of
+    :func:`~hmmclf.baum_welch.gaussian_log_density` gives the same numbers
+    (tested) in a fraction of the time. It serves the log-space fallback fit,
+    Viterbi decoding and hmmlearn's own ``score``; everything else is hmmlearn's.
     """
 
     def _compute_log_likelihood(self, X):
         return gaussian_log_density(X, self.means_, np.maximum(self._covars_, np.finfo(float).tiny))
-
-
-def forward_log_likelihood(
-    log_emission: np.ndarray,
-    lengths: np.ndarray,
-    log_startprob: np.ndarray,
-    log_transmat: np.ndarray,
-    batch_size: int = 512,
-    per_frame: bool = False,
-) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """Total log-likelihood of each sequence by the forward algorithm, many sequences at once.
-
-    The recursion runs in probability space with per-step normalisation (the
-    "scaling" forward algorithm): emissions are divided by their per-frame
-    maximum, whose log is added back, so nothing underflows unless every
-    reachable state is more than ~700 nats below the best one. Such sequences
-    are recomputed in log space.
-
-    Parameters
-    ----------
-    log_emission : (sum(lengths), n_states) array
-        Frame log-densities of the concatenated sequences.
-    lengths : (n_sequences,) int array
-    log_startprob : (n_states,) array
-    log_transmat : (n_states, n_states) array
-    per_frame : bool
-        Also return each frame's increment log p(x_t | x_1..x_{t-1}); the
-        increments of a sequence sum to its total.
-
-    Returns
-    -------
-    totals : (n_sequences,) array
-    increments : (sum(lengths),) array, only when ``per_frame``
-    """
-    lengths = np.asarray(lengths, dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    n_states = log_emission.shape[1]
-    frame_max = log_emission.max(axis=1)
-    emission = np.exp(log_emission - frame_max[:, None])
-    startprob, transmat = np.exp(log_startprob), np.exp(log_transmat)
-    increments = np.empty(len(log_emission))
-    # Sorting by length keeps the padding of each batch small.
-    order = np.argsort(lengths, kind="stable")
-    for start in range(0, len(order), batch_size):
-        batch = order[start : start + batch_size]
-        t_max = int(lengths[batch].max())
-        padded = np.ones((t_max, len(batch), n_states))
-        for row, idx in enumerate(batch):
-            padded[: lengths[idx], row] = emission[offsets[idx] : offsets[idx + 1]]
-        alpha = startprob[None, :] * padded[0]
-        log_scale = np.empty((t_max, len(batch)))
-        for t in range(t_max):
-            if t:
-                alpha = (alpha @ transmat) * padded[t]
-            norm = alpha.sum(axis=1)
-            log_scale[t] = np.log(np.where(norm > 0, norm, np.nan))
-            alpha /= np.where(norm > 0, norm, 1.0)[:, None]
-        for row, idx in enumerate(batch):
-            increments[offsets[idx] : offsets[idx + 1]] = log_scale[: lengths[idx], row]
-    increments += frame_max
-    totals = np.add.reduceat(increments, offsets[:-1]) if len(lengths) else np.empty(0)
-    for i in np.flatnonzero(~np.isfinite(totals)):
-        steps = _forward_log_space(log_emission[offsets[i] : offsets[i + 1]], log_startprob, log_transmat)
-        increments[offsets[i] : offsets[i + 1]] = np.diff(steps, prepend=0.0)
-        totals[i] = steps[-1]
-    return (totals, increments) if per_frame else totals
-
-
-def _forward_log_space(log_emission: np.ndarray, log_startprob: np.ndarray, log_transmat: np.ndarray) -> np.ndarray:
-    """Log-space forward algorithm for one sequence (the underflow-proof fallback).
-
-    Returns log p(x_1..x_t) for every t.
-    """
-    alpha = log_startprob + log_emission[0]
-    totals = [_logsumexp(alpha, axis=0)]
-    for t in range(1, len(log_emission)):
-        alpha = _logsumexp(alpha[:, None] + log_transmat, axis=0) + log_emission[t]
-        totals.append(_logsumexp(alpha, axis=0))
-    return np.asarray(totals, dtype=float)
 
 
 class HMMClassifier(ClassifierMixin, BaseEstimator):
@@ -227,9 +125,11 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
     inner_folds : int
         Inner folds of the "tuned" decision.
     implementation : {"scaling", "log"}
-        hmmlearn's forward-backward variant for training. "scaling" is about
-        three times faster; a fit it cannot carry out (underflow) is redone
-        with "log".
+        Forward-backward variant for training. "scaling" runs
+        :func:`~hmmclf.baum_welch.fit_diag_gaussian_hmm` (hmmlearn's scaled
+        recursions with all-frame statistics, several times faster than
+        hmmlearn's log-space fit); a fit it cannot carry out (underflow) is
+        redone with "log", hmmlearn's ``GaussianHMM`` in log space.
     random_state : int
         Seed of the k-means initialisation and the frame subsample.
     n_jobs : int
@@ -452,19 +352,17 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
             transmat = np.full((n_states, n_states), 0.2 / max(1, n_states - 1)) if n_states > 1 else np.ones((1, 1))
             np.fill_diagonal(transmat, 0.8 if n_states > 1 else 1.0)
 
-        def fit_hmm(implementation: str) -> FastDiagGaussianHMM:
+        def fit_log_space() -> tuple[FastDiagGaussianHMM, list[float]]:
             hmm = FastDiagGaussianHMM(
                 n_components=n_states,
                 covariance_type="diag",
                 min_covar=self.min_covar,
                 n_iter=self.n_iter,
-                # hmmlearn's tol is on the total log-likelihood, which grows with the
-                # number of frames; a per-frame tolerance means the same for every state.
-                tol=self.tol * len(frames),
+                tol=tol,
                 random_state=seed,
                 init_params="",
                 params="stmc",
-                implementation=implementation,
+                implementation="log",
             )
             hmm.n_features = n_features
             hmm.startprob_ = startprob
@@ -482,32 +380,43 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
                     hmm.fit(frames, lengths)
             finally:
                 logger.setLevel(level)
-            return hmm
+            return hmm, list(hmm.monitor_.history)
+
+        def finite(*arrays: np.ndarray) -> bool:
+            return all(np.isfinite(a).all() for a in arrays)
 
         seed = int(rng.integers(2**31 - 1))
+        # hmmlearn's tol is on the total log-likelihood, which grows with the
+        # number of frames; a per-frame tolerance means the same for every state.
+        tol = self.tol * len(frames)
         implementation = self.implementation
-        try:
-            hmm = fit_hmm(implementation)
-            usable = np.isfinite(hmm.means_).all() and np.isfinite(hmm._covars_).all() and np.isfinite(hmm.transmat_).all()
-        except ValueError:
-            usable = False
-        if not usable and implementation == "scaling":
-            # Scaling works in probability space and fails when a frame is
-            # improbable under every state; the log-space variant cannot underflow.
-            implementation = "log"
-            hmm = fit_hmm(implementation)
+        hmm = None
+        if implementation == "scaling":
+            try:
+                with np.errstate(all="ignore"):
+                    em = fit_diag_gaussian_hmm(frames, lengths, startprob, transmat, means, variances, self.n_iter, tol)
+                if finite(em.startprob, em.transmat, em.means, em.variances):
+                    hmm, history = _rebuild_hmm(em.startprob, em.transmat, em.means, em.variances), em.history
+            except (UnderflowError, ValueError):
+                pass
+            if hmm is None:
+                # The scaled recursions work in probability space and fail when a
+                # frame is improbable under every reachable state; the log-space
+                # variant cannot underflow.
+                implementation = "log"
+        if hmm is None:
+            hmm, history = fit_log_space()
         _repair_transitions(hmm, self.topology)
-        if not (np.isfinite(hmm.means_).all() and np.isfinite(hmm._covars_).all()):
+        if not finite(hmm.means_, hmm._covars_):
             raise ValueError(f"the HMM of state {state!r} diverged to non-finite parameters")
-        history = list(hmm.monitor_.history)
-        # hmmlearn calls a run that used up n_iter "converged"; here converged
-        # means the last EM step gained less than tol per frame.
-        converged = len(history) >= 2 and abs(history[-1] - history[-2]) < self.tol * len(frames)
+        # Converged means the last EM step gained less than tol per frame (hmmlearn
+        # also calls a run that used up n_iter "converged").
+        converged = len(history) >= 2 and abs(history[-1] - history[-2]) < tol
         report = {
             "clips": len(sequences),
             "frames": int(len(frames)),
             "n_states": n_states,
-            "iterations": int(hmm.monitor_.iter),
+            "iterations": len(history),
             "converged": bool(converged),
             "implementation": implementation,
             "log_likelihood_per_frame": float(history[-1] / len(frames)) if history else None,
@@ -537,10 +446,9 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         increments = np.empty((len(frames), len(self.hmms_)))
         for k, hmm in enumerate(self.hmms_):
             log_emission = gaussian_log_density(frames, hmm.means_, hmm._covars_)
-            with np.errstate(divide="ignore"):
-                totals[:, k], increments[:, k] = forward_log_likelihood(
-                    log_emission, lengths, np.log(hmm.startprob_), np.log(hmm.transmat_), per_frame=True
-                )
+            totals[:, k], increments[:, k] = sequence_log_likelihoods(
+                log_emission, lengths, hmm.startprob_, hmm.transmat_, per_frame=True
+            )
         return totals, increments, lengths
 
     def likelihood_statistics(self, X: Sequence[np.ndarray]) -> np.ndarray:
@@ -683,20 +591,28 @@ def detector_scores(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     )
 
 
+def _state_indices(y: Sequence[str]) -> np.ndarray:
+    """Index of each label state in ``LABEL_STATES`` (ValueError for an unknown one)."""
+    index = {state: i for i, state in enumerate(LABEL_STATES)}
+    try:
+        return np.array([index[s] for s in np.asarray(y, dtype=str).tolist()], dtype=np.int64)
+    except KeyError as exc:
+        raise ValueError(f"unknown label state {exc.args[0]!r}") from None
+
+
 def search_thresholds(scores: np.ndarray, y: np.ndarray, n_candidates: int = 40) -> tuple[np.ndarray, float]:
     """Crackle and wheeze thresholds maximising the ICBHI Score (grid over evidence quantiles)."""
-    from .evaluation import icbhi_metrics
+    from .evaluation import icbhi_score_from_indices
 
-    y = np.asarray(y, dtype=str)
+    true_index = _state_indices(y)
     evidence = detector_evidence(scores)
     grid = [np.concatenate([[0.0], np.quantile(evidence[:, j], np.linspace(0, 1, n_candidates))]) for j in range(2)]
-    states = np.array(LABEL_STATES)
     best, best_t = -1.0, np.zeros(2)
     for tc in grid[0]:
         crackle = evidence[:, 0] > tc
         for tw in grid[1]:
             wheeze = evidence[:, 1] > tw
-            value = icbhi_metrics(y, states[crackle.astype(int) + 2 * wheeze.astype(int)])["score"]
+            value = icbhi_score_from_indices(true_index, crackle.astype(int) + 2 * wheeze.astype(int))
             if value > best + 1e-12 or (abs(value - best) <= 1e-12 and abs(tc) + abs(tw) < np.abs(best_t).sum()):
                 best, best_t = value, np.array([tc, tw])
     return best_t, best
@@ -715,14 +631,13 @@ def search_offsets(scores: np.ndarray, y: np.ndarray, rounds: int = 4, n_candida
     -------
     (offsets, best Score)
     """
-    from .evaluation import icbhi_metrics
+    from .evaluation import icbhi_score_from_indices
 
-    states = np.array(LABEL_STATES)
-    y = np.asarray(y, dtype=str)
+    true_index = _state_indices(y)
     offsets = np.zeros(len(LABEL_STATES))
 
     def objective(candidate: np.ndarray) -> float:
-        return icbhi_metrics(y, states[np.argmax(scores + candidate, axis=1)])["score"]
+        return icbhi_score_from_indices(true_index, np.argmax(scores + candidate, axis=1))
 
     def candidates(columns: list[int], current: np.ndarray) -> np.ndarray:
         shifted = scores + current

@@ -92,22 +92,28 @@ def parallel_map(
     """Apply ``func`` to each item in parallel and return the results in order.
 
     ``on_result(index, result)`` is called in the parent as each result
-    arrives, in order, so callers can show progress and save checkpoints.
+    arrives (in completion order, not item order), so callers can show
+    progress and save checkpoints.
     With one job and no cluster, the work runs in this process, which keeps
     tracebacks and profiles simple.
     """
     n_jobs = resolve_jobs(n_jobs)
-    results: list[R] = []
     if _active_scheduler is None and (n_jobs == 1 or len(items) <= 1):
-        iterator: Iterable[R] = (func(item) for item in items)
+        pairs: Iterable[tuple[int, R]] = ((index, func(item)) for index, item in enumerate(items))
     else:
         import joblib
 
-        iterator = joblib.Parallel(
-            n_jobs=-1 if _active_scheduler else n_jobs, return_as="generator", batch_size=1
-        )(joblib.delayed(func)(item) for item in items)
-    for index, result in enumerate(iterator):
-        results.append(result)
+        # Unordered, so progress and checkpoints follow the work as it finishes.
+        pairs = joblib.Parallel(
+            n_jobs=-1 if _active_scheduler else n_jobs, return_as="generator_unordered", batch_size=1
+        )(joblib.delayed(_indexed_call)(func, index, item) for index, item in enumerate(items))
+    results: list[Any] = [None] * len(items)
+    for index, result in pairs:
+        results[index] = result
         if on_result is not None:
             on_result(index, result)
     return results
+
+
+def _indexed_call(func: Callable[[T], R], index: int, item: T) -> tuple[int, R]:
+    return index, func(item)

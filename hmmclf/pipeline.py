@@ -232,8 +232,8 @@ def predict_clips(
     if not clips:
         raise HmmclfError(f"no audio files found in {', '.join(str(p) for p in paths)}")
     chunks = [absolute[k : k + chunk_size] for k in range(0, len(absolute), chunk_size)]
-    tasks = [(chunk, config, DEFAULT_MAX_SECONDS) for chunk in chunks]
-    results = [r for chunk in parallel_map(features_of_chunk, tasks, n_jobs=n_jobs) for r in chunk]
+    tasks = [(chunk, config, DEFAULT_MAX_SECONDS, False) for chunk in chunks]
+    results = [r for chunk in parallel_map(features_of_chunk, tasks, n_jobs=n_jobs) for r, _ in chunk]
     ok = [i for i, r in enumerate(results) if r[0] == "ok"]
     out: list[dict[str, Any]] = [{"file": c} for c in clips]
     if ok:

@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 
 from hmmclf.cache import extract_corpus
-from hmmclf.evaluation import bootstrap_score_interval, cross_validate, icbhi_metrics, make_folds
+from hmmclf.evaluation import bootstrap_score_interval, cross_validate, icbhi_metrics, icbhi_score_from_indices, make_folds
+from hmmclf.labels import LABEL_STATES
+from hmmclf.parallel import parallel_map
 from hmmclf.model import HMMClassifier
 
 
@@ -73,3 +75,29 @@ def test_bootstrap_interval_contains_the_score():
     ci = bootstrap_score_interval(y, pred, groups, n_boot=200, seed=0)
     score = icbhi_metrics(y, pred)["score"]
     assert ci["low"] <= score <= ci["high"] and ci["resampled"] == "groups"
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_score_from_indices_equals_icbhi_metrics(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 40))
+    # Some draws hold no normal clip, or no abnormal one: the NaN-aware mean must agree too.
+    true = rng.integers(0 if seed % 3 else 1, 1 if seed == 5 else 4, n)
+    pred = rng.integers(0, 4, n)
+    states = np.array(LABEL_STATES)
+    expected = icbhi_metrics(states[true], states[pred])["score"]
+    assert icbhi_score_from_indices(true, pred) == pytest.approx(expected, nan_ok=True)
+
+
+def _slow_for_small(x: int) -> int:
+    import time
+
+    time.sleep(0.05 * (3 - x))
+    return x * x
+
+
+def test_parallel_map_returns_in_order_and_reports_every_result():
+    seen = []
+    out = parallel_map(_slow_for_small, [0, 1, 2, 3], n_jobs=2, on_result=lambda i, r: seen.append((i, r)))
+    assert out == [0, 1, 4, 9]
+    assert sorted(seen) == [(0, 0), (1, 1), (2, 4), (3, 9)]

@@ -1,0 +1,251 @@
+"""Diagonal-Gaussian HMM numerics: emission densities, Baum-Welch EM and forward scoring.
+
+hmmlearn's ``GaussianHMM.fit`` walks the training sequences one at a time in
+Python: for each it evaluates the emission density, runs the compiled
+forward and backward passes, and accumulates the sufficient statistics.  With
+a few hundred short respiratory cycles per label state, that per-sequence
+Python work costs more than the recursions themselves.  Here the emission
+densities, posteriors and sufficient statistics are computed for all frames
+at once with a few matrix products, and only the recursions run per
+sequence, in hmmlearn's own compiled kernels (``hmmlearn._hmmc``).  The
+update is hmmlearn's, prior terms included, so a fit gives the same
+parameters as ``GaussianHMM(covariance_type="diag", implementation="scaling")``
+to rounding (``tests/test_baum_welch.py`` checks this), in about half the time.
+
+Emission probabilities are divided by their per-frame maximum before the
+scaled recursions (the log of the maximum is added back), which leaves the
+posteriors unchanged and keeps the recursions from underflowing on frames
+that are improbable under every state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from hmmlearn import _hmmc
+
+# hmmlearn's GaussianHMM defaults for the diagonal covariance update:
+# covars_prior=1e-2, covars_weight=1 (no weight term), means_weight=0.
+COVARS_PRIOR = 1e-2
+
+
+class UnderflowError(ValueError):
+    """The scaled forward pass found a frame improbable under every reachable state."""
+
+
+def gaussian_log_density(frames: np.ndarray, means: np.ndarray, variances: np.ndarray) -> np.ndarray:
+    """Log-density of each frame under each diagonal Gaussian state.
+
+    Parameters
+    ----------
+    frames : (n_frames, n_features) array
+    means, variances : (n_states, n_features) arrays
+
+    Returns
+    -------
+    (n_frames, n_states) array
+    """
+    precision = 1.0 / variances
+    const = -0.5 * (means.shape[1] * np.log(2 * np.pi) + np.log(variances).sum(axis=1) + (means**2 * precision).sum(axis=1))
+    return const - 0.5 * (frames**2) @ precision.T + frames @ (means * precision).T
+
+
+def _density_weights(means: np.ndarray, variances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(2*n_features, n_states) weights and (n_states,) constants such that
+    ``[x, x**2] @ weights + const`` is the log-density of :func:`gaussian_log_density`."""
+    precision = 1.0 / variances
+    const = -0.5 * (means.shape[1] * np.log(2 * np.pi) + np.log(variances).sum(axis=1) + (means**2 * precision).sum(axis=1))
+    return np.vstack([(means * precision).T, -0.5 * precision.T]), const
+
+
+def scaled_emissions(log_emission: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Emission probabilities divided by each frame's largest, and the log of that largest.
+
+    Returns
+    -------
+    emission : (n_frames, n_states) array, each row's maximum is 1
+    log_frame_max : (n_frames,) array
+    """
+    # Column-wise maximum: numpy's reduction along a short last axis is several times slower.
+    log_frame_max = np.maximum.reduce([log_emission[:, k] for k in range(log_emission.shape[1])])
+    log_frame_max = np.where(np.isfinite(log_frame_max), log_frame_max, 0.0)
+    return np.exp(log_emission - log_frame_max[:, None]), log_frame_max
+
+
+def _offsets(lengths: np.ndarray) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(np.asarray(lengths, dtype=np.int64))])
+
+
+def sequence_log_likelihoods(
+    log_emission: np.ndarray,
+    lengths: np.ndarray,
+    startprob: np.ndarray,
+    transmat: np.ndarray,
+    per_frame: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Total log-likelihood of each sequence by the forward algorithm.
+
+    Runs hmmlearn's compiled scaled forward pass on each sequence; a
+    sequence on which it underflows is recomputed with the log-space pass.
+
+    Parameters
+    ----------
+    log_emission : (sum(lengths), n_states) array
+        Frame log-densities of the concatenated sequences.
+    lengths : (n_sequences,) int array
+    startprob : (n_states,) array
+    transmat : (n_states, n_states) array
+    per_frame : bool
+        Also return each frame's increment log p(x_t | x_1..x_{t-1}); the
+        increments of a sequence sum to its total.
+
+    Returns
+    -------
+    totals : (n_sequences,) array
+    increments : (sum(lengths),) array, only when ``per_frame``
+    """
+    offsets = _offsets(lengths)
+    emission, log_frame_max = scaled_emissions(log_emission)
+    startprob = np.ascontiguousarray(startprob, dtype=float)
+    transmat = np.ascontiguousarray(transmat, dtype=float)
+    totals = np.empty(len(offsets) - 1)
+    increments = np.empty(len(log_emission)) if per_frame else None
+    for i, (a, b) in enumerate(zip(offsets[:-1], offsets[1:])):
+        try:
+            with np.errstate(all="ignore"):
+                log_prob, _, scaling = _hmmc.forward_scaling(startprob, transmat, emission[a:b])
+            ok = np.isfinite(log_prob)
+        except ValueError:  # hmmlearn raises on a zero scaling factor
+            ok = False
+        if ok:
+            totals[i] = log_prob
+            if per_frame:
+                increments[a:b] = -np.log(scaling)
+        else:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                log_prob, fwd = _hmmc.forward_log(startprob, transmat, log_emission[a:b] - log_frame_max[a:b, None])
+            totals[i] = log_prob
+            if per_frame:
+                steps = np.logaddexp.reduce(fwd, axis=1)
+                increments[a:b] = np.diff(steps, prepend=0.0)
+    totals += np.add.reduceat(log_frame_max, offsets[:-1]) if len(totals) else 0.0
+    if per_frame:
+        increments += log_frame_max
+        return totals, increments
+    return totals
+
+
+@dataclass
+class EMResult:
+    """Parameters after Baum-Welch and the log-likelihood before each update."""
+
+    startprob: np.ndarray
+    transmat: np.ndarray
+    means: np.ndarray
+    variances: np.ndarray
+    history: list[float] = field(default_factory=list)
+
+    @property
+    def iterations(self) -> int:
+        return len(self.history)
+
+
+def fit_diag_gaussian_hmm(
+    frames: np.ndarray,
+    lengths: np.ndarray,
+    startprob: np.ndarray,
+    transmat: np.ndarray,
+    means: np.ndarray,
+    variances: np.ndarray,
+    n_iter: int = 10,
+    tol: float = 1e-2,
+    covars_prior: float = COVARS_PRIOR,
+) -> EMResult:
+    """Baum-Welch EM of a diagonal-covariance Gaussian HMM from given starting parameters.
+
+    Each iteration is hmmlearn's: an E-step under the current parameters, then
+    the M-step (start and transition probabilities that were zero stay zero,
+    which keeps a left-right topology; variances get hmmlearn's
+    ``covars_prior``). It stops after ``n_iter`` iterations or when an
+    iteration gains less than ``tol`` in total log-likelihood, as
+    hmmlearn's ``ConvergenceMonitor`` does.
+
+    Parameters
+    ----------
+    frames : (n_frames, n_features) array
+        The concatenated training sequences.
+    lengths : (n_sequences,) int array
+    startprob, transmat, means, variances : arrays
+        Starting parameters, shapes (K,), (K, K), (K, n_features), (K, n_features).
+    n_iter : int
+    tol : float
+        On the total (not per-frame) log-likelihood.
+    covars_prior : float
+
+    Returns
+    -------
+    EMResult
+
+    Raises
+    ------
+    UnderflowError
+        When the scaled recursions underflow; the caller may refit in log space.
+    ValueError
+        When ``lengths`` does not add up to the number of frames.
+    """
+    frames = np.asarray(frames, dtype=float)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if lengths.sum() != len(frames) or np.any(lengths < 1):
+        raise ValueError(f"lengths add up to {lengths.sum()} (min {lengths.min(initial=0)}) but there are {len(frames)} frames")
+    offsets = _offsets(lengths)
+    starts = offsets[:-1]
+    # Python ints: slicing with numpy integers costs more than the recursions of a short clip.
+    bounds = list(zip(offsets[:-1].tolist(), offsets[1:].tolist()))
+    # [x, x^2] once: every iteration's densities and statistics are one matrix product each.
+    moments = np.hstack([frames, frames**2])
+    n_features = frames.shape[1]
+    startprob, transmat = np.array(startprob, dtype=float), np.array(transmat, dtype=float)
+    means, variances = np.array(means, dtype=float), np.array(variances, dtype=float)
+    n_states = len(startprob)
+    history: list[float] = []
+    forward_scaling, backward_scaling, xi_sum_of = _hmmc.forward_scaling, _hmmc.backward_scaling, _hmmc.compute_scaling_xi_sum
+    for _ in range(n_iter):
+        weights, const = _density_weights(means, np.maximum(variances, np.finfo(float).tiny))
+        emission, log_frame_max = scaled_emissions(moments @ weights + const)
+        fwd, bwd, xi, seq_log_probs = [], [], [], []
+        with np.errstate(all="ignore"):
+            for a, b in bounds:
+                part = emission[a:b]
+                try:
+                    seq_log_prob, alpha, scaling = forward_scaling(startprob, transmat, part)
+                except ValueError as exc:
+                    raise UnderflowError(str(exc)) from None
+                beta = backward_scaling(startprob, transmat, part, scaling)
+                xi.append(xi_sum_of(alpha, transmat, beta, part))
+                fwd.append(alpha)
+                bwd.append(beta)
+                seq_log_probs.append(seq_log_prob)
+        log_prob = float(np.sum(seq_log_probs)) + float(log_frame_max.sum())
+        if not np.isfinite(log_prob):
+            raise UnderflowError("non-finite log-likelihood in the scaled forward pass")
+        xi_sum = np.sum(xi, axis=0)
+        fwd, bwd = np.concatenate(fwd), np.concatenate(bwd)
+        posterior = fwd * bwd
+        posterior /= (posterior @ np.ones(n_states))[:, None]
+        history.append(log_prob)
+
+        # M-step (hmmlearn's, with startprob_prior = transmat_prior = 1).
+        start = np.where(startprob == 0, 0.0, np.maximum(posterior[starts].sum(axis=0), 0.0))
+        startprob = start / start.sum()
+        trans = np.where(transmat == 0, 0.0, np.maximum(xi_sum, 0.0))
+        row_sums = trans.sum(axis=1, keepdims=True)
+        transmat = np.divide(trans, row_sums, out=np.zeros_like(trans), where=row_sums > 0)
+        occupancy = posterior.sum(axis=0)[:, None]
+        sums = posterior.T @ moments
+        obs, obs_sq = sums[:, :n_features], sums[:, n_features:]
+        means = obs / occupancy
+        variances = (covars_prior + obs_sq - 2 * means * obs + means**2 * occupancy) / np.maximum(occupancy, 1e-5)
+        if len(history) >= 2 and history[-1] - history[-2] < tol:
+            break
+    return EMResult(startprob, transmat, means, variances, history)
