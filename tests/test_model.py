@@ -247,3 +247,14 @@ def test_detectors_decision_composes_label_sets(tmp_path):
     scores = np.array([[0.0, 5.0, 5.0, 9.0], [9.0, 0.0, 0.0, 0.0]])
     composed = detector_scores(scores, np.zeros(2))
     assert list(np.argmax(composed, axis=1)) == [3, 0]
+
+
+def test_tuning_needs_two_groups_per_inner_fold():
+    X, y = toy_data()
+    few = np.array([f"P{i % 3}" for i in range(len(y))])
+    model = HMMClassifier(n_states=2, n_iter=3, inner_folds=2).fit(X, y, groups=few)
+    assert model.fit_report_["decision"]["rule"] == "argmax"
+    assert "3 groups" in model.fit_report_["decision"]["note"] and not model.tuned_offsets_.any()
+    enough = np.array([f"P{i % 4}" for i in range(len(y))])
+    model = HMMClassifier(n_states=2, n_iter=3, inner_folds=2).fit(X, y, groups=enough)
+    assert model.fit_report_["decision"]["rule"] == "tuned"
