@@ -5,12 +5,13 @@ Python: for each it evaluates the emission density, runs the compiled
 forward and backward passes, and accumulates the sufficient statistics.  With
 a few hundred short respiratory cycles per label state, that per-sequence
 Python work costs more than the recursions themselves.  Here the emission
-densities, posteriors and sufficient statistics are computed for all frames
-at once with a few matrix products, and only the recursions run per
-sequence, in hmmlearn's own compiled kernels (``hmmlearn._hmmc``).  The
+densities, posteriors, expected transition counts and sufficient statistics
+are computed for all frames at once with a few matrix products, and only the
+forward and backward recursions run per sequence, in hmmlearn's own compiled
+kernels (``hmmlearn._hmmc``).  The
 update is hmmlearn's, prior terms included, so a fit gives the same
 parameters as ``GaussianHMM(covariance_type="diag", implementation="scaling")``
-to rounding (``tests/test_baum_welch.py`` checks this), in about half the time.
+to rounding (``tests/test_baum_welch.py`` checks this), in about a third of the time.
 
 Emission probabilities are divided by their per-frame maximum before the
 scaled recursions (the log of the maximum is added back), which leaves the
@@ -59,8 +60,14 @@ def _density_weights(means: np.ndarray, variances: np.ndarray) -> tuple[np.ndarr
     return np.vstack([(means * precision).T, -0.5 * precision.T]), const
 
 
-def scaled_emissions(log_emission: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def scaled_emissions(log_emission: np.ndarray, overwrite: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Emission probabilities divided by each frame's largest, and the log of that largest.
+
+    Parameters
+    ----------
+    log_emission : (n_frames, n_states) float64 array
+    overwrite : bool
+        Compute the probabilities in ``log_emission``'s memory.
 
     Returns
     -------
@@ -70,7 +77,9 @@ def scaled_emissions(log_emission: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # Column-wise maximum: numpy's reduction along a short last axis is several times slower.
     log_frame_max = np.maximum.reduce([log_emission[:, k] for k in range(log_emission.shape[1])])
     log_frame_max = np.where(np.isfinite(log_frame_max), log_frame_max, 0.0)
-    return np.exp(log_emission - log_frame_max[:, None]), log_frame_max
+    out = log_emission if overwrite else None
+    emission = np.subtract(log_emission, log_frame_max[:, None], out=out)
+    return np.exp(emission, out=emission), log_frame_max
 
 
 def _offsets(lengths: np.ndarray) -> np.ndarray:
@@ -194,44 +203,80 @@ def fit_diag_gaussian_hmm(
     ValueError
         When ``lengths`` does not add up to the number of frames.
     """
-    frames = np.asarray(frames, dtype=float)
+    return fit_on_moments(frame_moments(frames), lengths, startprob, transmat, means, variances, n_iter, tol, covars_prior)
+
+
+def frame_moments(frames: np.ndarray) -> np.ndarray:
+    """``[x, x**2]`` of every frame, shape (n_frames, 2 * n_features), float64.
+
+    Baum-Welch needs both in every iteration (densities and statistics are
+    each one matrix product with them). A caller that builds this array first
+    and works on its left half (``moments[:, :n_features]``, a view) holds the
+    frames once instead of twice.
+    """
+    frames = np.asarray(frames, dtype=np.float64)
+    moments = np.empty((len(frames), 2 * frames.shape[1]))
+    moments[:, : frames.shape[1]] = frames
+    np.square(frames, out=moments[:, frames.shape[1] :])
+    return moments
+
+
+def fit_on_moments(
+    moments: np.ndarray,
+    lengths: np.ndarray,
+    startprob: np.ndarray,
+    transmat: np.ndarray,
+    means: np.ndarray,
+    variances: np.ndarray,
+    n_iter: int = 10,
+    tol: float = 1e-2,
+    covars_prior: float = COVARS_PRIOR,
+) -> EMResult:
+    """:func:`fit_diag_gaussian_hmm` on the output of :func:`frame_moments`."""
     lengths = np.asarray(lengths, dtype=np.int64)
-    if lengths.sum() != len(frames) or np.any(lengths < 1):
-        raise ValueError(f"lengths add up to {lengths.sum()} (min {lengths.min(initial=0)}) but there are {len(frames)} frames")
+    if lengths.sum() != len(moments) or np.any(lengths < 1):
+        raise ValueError(f"lengths add up to {lengths.sum()} (min {lengths.min(initial=0)}) but there are {len(moments)} frames")
+    n_features = moments.shape[1] // 2
     offsets = _offsets(lengths)
     starts = offsets[:-1]
     # Python ints: slicing with numpy integers costs more than the recursions of a short clip.
     bounds = list(zip(offsets[:-1].tolist(), offsets[1:].tolist()))
-    # [x, x^2] once: every iteration's densities and statistics are one matrix product each.
-    moments = np.hstack([frames, frames**2])
-    n_features = frames.shape[1]
     startprob, transmat = np.array(startprob, dtype=float), np.array(transmat, dtype=float)
     means, variances = np.array(means, dtype=float), np.array(variances, dtype=float)
     n_states = len(startprob)
     history: list[float] = []
-    forward_scaling, backward_scaling, xi_sum_of = _hmmc.forward_scaling, _hmmc.backward_scaling, _hmmc.compute_scaling_xi_sum
+    forward_scaling, backward_scaling = _hmmc.forward_scaling, _hmmc.backward_scaling
+    # Transitions are counted over frames t, t+1 of the same clip: all
+    # consecutive frames of the concatenation, less the pairs that straddle
+    # two clips (last frame of one, first of the next).
+    last_frames, next_firsts = offsets[1:-1] - 1, offsets[1:-1]
+    posterior = np.empty((len(moments), n_states))
+    beta_all = np.empty_like(posterior)
+    seq_log_probs = np.empty(len(bounds))
     for _ in range(n_iter):
         weights, const = _density_weights(means, np.maximum(variances, np.finfo(float).tiny))
-        emission, log_frame_max = scaled_emissions(moments @ weights + const)
-        fwd, bwd, xi, seq_log_probs = [], [], [], []
+        log_emission = moments @ weights
+        log_emission += const
+        emission, log_frame_max = scaled_emissions(log_emission, overwrite=True)
         with np.errstate(all="ignore"):
-            for a, b in bounds:
+            for i, (a, b) in enumerate(bounds):
                 part = emission[a:b]
                 try:
-                    seq_log_prob, alpha, scaling = forward_scaling(startprob, transmat, part)
+                    seq_log_probs[i], alpha, scaling = forward_scaling(startprob, transmat, part)
                 except ValueError as exc:
                     raise UnderflowError(str(exc)) from None
-                beta = backward_scaling(startprob, transmat, part, scaling)
-                xi.append(xi_sum_of(alpha, transmat, beta, part))
-                fwd.append(alpha)
-                bwd.append(beta)
-                seq_log_probs.append(seq_log_prob)
-        log_prob = float(np.sum(seq_log_probs)) + float(log_frame_max.sum())
+                posterior[a:b] = alpha
+                beta_all[a:b] = backward_scaling(startprob, transmat, part, scaling)
+        log_prob = float(seq_log_probs.sum()) + float(log_frame_max.sum())
         if not np.isfinite(log_prob):
             raise UnderflowError("non-finite log-likelihood in the scaled forward pass")
-        xi_sum = np.sum(xi, axis=0)
-        fwd, bwd = np.concatenate(fwd), np.concatenate(bwd)
-        posterior = fwd * bwd
+        # Expected transition counts, all clips at once: with the scaled
+        # forward and backward variables, xi_t(i, j) = alpha_t(i) a_ij e_t+1(j) beta_t+1(j).
+        emission *= beta_all
+        pair_sums = posterior[:-1].T @ emission[1:] - posterior[last_frames].T @ emission[next_firsts]
+        xi_sum = transmat * np.maximum(pair_sums, 0.0)
+        del emission, log_emission
+        posterior *= beta_all
         posterior /= (posterior @ np.ones(n_states))[:, None]
         history.append(log_prob)
 

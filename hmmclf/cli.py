@@ -145,13 +145,15 @@ def extract(data_dir: str, labels_csv: str, groups: str, out_dir: str, config_pa
     OUT/skipped.csv. Re-running recomputes only new or changed clips. With
     --config, the cache goes where 'cv --config' and 'train --config' look.
     """
-    from .cache import extract_corpus
-    from .experiment import Experiment, load_experiment
-    from .parallel import compute_backend
-    from .pipeline import extract_summary, features_dir_for
+    from .parallel import WORKER_MODULES, compute_backend
 
-    experiment = load_experiment(config_path) if config_path else Experiment()
-    with compute_backend(scheduler) as backend:
+    with compute_backend(scheduler, n_jobs=jobs, preload=WORKER_MODULES["extract"]) as backend:
+        # Imported while the worker processes start.
+        from .cache import extract_corpus
+        from .experiment import Experiment, load_experiment
+        from .pipeline import extract_summary, features_dir_for
+
+        experiment = load_experiment(config_path) if config_path else Experiment()
         _log(f"extract: {data_dir} with {labels_csv} on {backend}")
         result = extract_corpus(
             data_dir, labels_csv, features_dir_for(out_dir, experiment.features), config=experiment.features,
@@ -182,21 +184,23 @@ def cv(folds, seed, features_dir, out_dir, config_path, repeats, data_dir, label
     baselines (always normal, class-prior random, GBM on clip statistics) on
     the same folds. Options given on the command line override the config.
     """
-    from .experiment import Experiment, load_experiment
-    from .parallel import compute_backend
-    from .pipeline import ensure_features, features_dir_for, new_report_dir, run_cv
-    from .report import format_summary
+    from .parallel import WORKER_MODULES, compute_backend
 
-    experiment = load_experiment(config_path) if config_path else Experiment()
     ctx = click.get_current_context()
     given = lambda name: ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE  # noqa: E731
-    folds = folds if given("folds") else experiment.cv.get("folds", folds)
-    seed = seed if given("seed") else experiment.cv.get("seed", seed)
-    repeats = repeats or experiment.cv.get("repeats", 1)
-    model_params = {**experiment.model, **_model_params(states, topology)}
-    out = Path(out_dir) if out_dir else new_report_dir(prefix=f"cv-{experiment.name}" if config_path else "cv")
-    cache_dir = features_dir_for(features_dir, experiment.features)
-    with compute_backend(scheduler) as backend:
+    with compute_backend(scheduler, n_jobs=jobs, preload=WORKER_MODULES["cv"]) as backend:
+        # Imported while the worker processes start.
+        from .experiment import Experiment, load_experiment
+        from .pipeline import ensure_features, features_dir_for, new_report_dir, run_cv
+        from .report import format_summary
+
+        experiment = load_experiment(config_path) if config_path else Experiment()
+        folds = folds if given("folds") else experiment.cv.get("folds", folds)
+        seed = seed if given("seed") else experiment.cv.get("seed", seed)
+        repeats = repeats or experiment.cv.get("repeats", 1)
+        model_params = {**experiment.model, **_model_params(states, topology)}
+        out = Path(out_dir) if out_dir else new_report_dir(prefix=f"cv-{experiment.name}" if config_path else "cv")
+        cache_dir = features_dir_for(features_dir, experiment.features)
         features = ensure_features(
             cache_dir, data_dir, labels_csv, config=experiment.features, groups=groups, n_jobs=jobs,
             progress=Progress(), log=_log,
@@ -360,5 +364,22 @@ def demo(directory: str, seed: int, jobs: int | None) -> None:
     )
 
 
+def run() -> None:
+    """The ``hmmclf`` console script: :func:`main`, then a quick exit.
+
+    At exit, CPython's cyclic garbage collector walks every object of every
+    imported module; with pandas, scikit-learn and matplotlib loaded that
+    costs about a quarter of a second per command. Every file is written and
+    closed by then and the operating system reclaims the memory, so the
+    objects are frozen (``gc.freeze``) and that walk is skipped.
+    """
+    import gc
+
+    try:
+        main()
+    finally:
+        gc.freeze()
+
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    run()

@@ -28,7 +28,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from . import __version__
 from ._atomic import atomic_write_text, load_npz, save_npz
-from .baum_welch import UnderflowError, fit_diag_gaussian_hmm, gaussian_log_density, sequence_log_likelihoods
+from .baum_welch import UnderflowError, fit_on_moments, gaussian_log_density, sequence_log_likelihoods
 from .errors import ModelFileError
 from .labels import LABEL_STATES
 
@@ -42,12 +42,19 @@ MIN_GROUPS_PER_INNER_FOLD = 2
 
 
 def _as_sequences(X: Sequence[np.ndarray], n_features: int | None = None) -> list[np.ndarray]:
-    """Validate a sequence of 2-D frame arrays; return them as float64 arrays."""
+    """Validate a sequence of 2-D frame arrays.
+
+    Floating-point arrays keep their precision (a float32 feature cache is not
+    copied to float64 as a whole: each label state's frames are converted
+    when its HMM is fitted); other dtypes become float64.
+    """
     if isinstance(X, np.ndarray) and X.ndim == 2:
         raise ValueError("X must be a sequence of (n_frames, n_features) arrays, one per clip, not one 2-D array")
     sequences = []
     for i, seq in enumerate(X):
-        arr = np.asarray(seq, dtype=np.float64)
+        arr = np.asarray(seq)
+        if arr.dtype not in (np.float32, np.float64):
+            arr = arr.astype(np.float64)
         if arr.ndim != 2 or arr.shape[0] < 1:
             raise ValueError(f"clip {i}: expected a (n_frames, n_features) array, got shape {arr.shape}")
         if n_features is not None and arr.shape[1] != n_features:
@@ -258,8 +265,8 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         sequences = _as_sequences(sequences, n_features)
         all_frames = np.concatenate(sequences)
         if self.standardize:
-            self.feature_mean_ = all_frames.mean(axis=0)
-            self.feature_scale_ = np.maximum(all_frames.std(axis=0), SCALE_FLOOR)
+            self.feature_mean_ = all_frames.mean(axis=0, dtype=np.float64)
+            self.feature_scale_ = np.maximum(all_frames.std(axis=0, dtype=np.float64), SCALE_FLOOR)
         else:
             self.feature_mean_ = np.zeros(n_features)
             self.feature_scale_ = np.ones(n_features)
@@ -274,8 +281,7 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
 
         tasks = []
         for k, state in enumerate(LABEL_STATES):
-            members = [self._standardize(sequences[i]) for i in np.flatnonzero(y == state)]
-            tasks.append((state, members, k))
+            tasks.append((state, [sequences[i] for i in np.flatnonzero(y == state)], k))
         fitted = parallel_map(self._fit_state, tasks, n_jobs=self.n_jobs)
         self.hmms_ = [hmm for hmm, _ in fitted]
         self.fit_report_ = {state: report for (state, _, _), (_, report) in zip(tasks, fitted)}
@@ -351,10 +357,19 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
     def _fit_state(self, task: tuple[str, list[np.ndarray], int]):
         """Fit the HMM of one label state; return it with a report of the fit."""
 
-        state, sequences, k = task
-        frames = np.concatenate(sequences)
-        lengths = np.array([len(s) for s in sequences])
-        n_features = frames.shape[1]
+        state, raw_sequences, k = task
+        lengths = np.array([len(s) for s in raw_sequences])
+        # One float64 array per state, [x, x^2] (what Baum-Welch reads), with the
+        # standardised frames x as its left half: the whole training set is
+        # never held in float64 at once, nor this state's frames twice.
+        n_features = raw_sequences[0].shape[1]
+        moments = np.empty((int(lengths.sum()), 2 * n_features))
+        frames = moments[:, :n_features]
+        np.concatenate(raw_sequences, out=frames, casting="same_kind")
+        frames -= self.feature_mean_
+        frames /= self.feature_scale_
+        np.square(frames, out=moments[:, n_features:])
+        sequences = np.split(frames, np.cumsum(lengths)[:-1])
         # Each state's Gaussian needs several frames per dimension to be estimated.
         n_states = int(max(1, min(self.n_states, len(frames) // (2 * n_features))))
         rng = np.random.default_rng([self.random_state, k])
@@ -412,7 +427,7 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         if implementation == "scaling":
             try:
                 with np.errstate(all="ignore"):
-                    em = fit_diag_gaussian_hmm(frames, lengths, startprob, transmat, means, variances, self.n_iter, tol)
+                    em = fit_on_moments(moments, lengths, startprob, transmat, means, variances, self.n_iter, tol)
                 if finite(em.startprob, em.transmat, em.means, em.variances):
                     hmm, history = _rebuild_hmm(em.startprob, em.transmat, em.means, em.variances), em.history
             except (UnderflowError, ValueError):
@@ -452,21 +467,24 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
 
     def log_likelihood(self, X: Sequence[np.ndarray]) -> np.ndarray:
         """Total log-likelihood of each clip under each state's HMM, shape (n_clips, 4)."""
-        return self._forward(X)[0]
+        return self._forward(X, per_frame=False)[0]
 
-    def _forward(self, X: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Totals (n_clips, 4), per-frame increments (n_frames_total, 4) and clip lengths."""
+    def _forward(self, X: Sequence[np.ndarray], per_frame: bool = True) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Totals (n_clips, 4), per-frame increments (n_frames_total, 4) or None, and clip lengths."""
         self._check_fitted()
         sequences = _as_sequences(X, self.n_features_in_)
         lengths = np.array([len(s) for s in sequences])
         frames = self._standardize(np.concatenate(sequences))
         totals = np.empty((len(sequences), len(self.hmms_)))
-        increments = np.empty((len(frames), len(self.hmms_)))
+        increments = np.empty((len(frames), len(self.hmms_))) if per_frame else None
         for k, hmm in enumerate(self.hmms_):
             log_emission = gaussian_log_density(frames, hmm.means_, hmm._covars_)
-            totals[:, k], increments[:, k] = sequence_log_likelihoods(
-                log_emission, lengths, hmm.startprob_, hmm.transmat_, per_frame=True
-            )
+            if per_frame:
+                totals[:, k], increments[:, k] = sequence_log_likelihoods(
+                    log_emission, lengths, hmm.startprob_, hmm.transmat_, per_frame=True
+                )
+            else:
+                totals[:, k] = sequence_log_likelihoods(log_emission, lengths, hmm.startprob_, hmm.transmat_)
         return totals, increments, lengths
 
     def likelihood_statistics(self, X: Sequence[np.ndarray]) -> np.ndarray:

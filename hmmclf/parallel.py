@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 T = TypeVar("T")
@@ -17,7 +18,15 @@ R = TypeVar("R")
 
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 
+# What the local worker processes of each command import before their first
+# task (see start_workers).
+WORKER_MODULES = {
+    "extract": ("hmmclf.cache",),
+    "cv": ("hmmclf.cache", "hmmclf.model", "hmmclf.evaluation", "sklearn.cluster", "sklearn.ensemble"),
+}
+
 _active_scheduler: str | None = None
+_warm_up: threading.Thread | None = None
 
 
 def default_jobs() -> int:
@@ -36,7 +45,12 @@ def resolve_jobs(n_jobs: int | None) -> int:
 
 
 @contextlib.contextmanager
-def compute_backend(scheduler: str | None = None, connect_timeout: str = "10s") -> Iterator[str]:
+def compute_backend(
+    scheduler: str | None = None,
+    connect_timeout: str = "10s",
+    n_jobs: int | None = None,
+    preload: Sequence[str] = (),
+) -> Iterator[str]:
     """Run the :func:`parallel_map` calls inside on local processes or a Dask cluster.
 
     Parameters
@@ -46,6 +60,12 @@ def compute_backend(scheduler: str | None = None, connect_timeout: str = "10s") 
         ``$DASK_SCHEDULER_ADDRESS`` is used if set; otherwise local processes.
     connect_timeout : str
         How long to try to reach the scheduler.
+    n_jobs : int, optional
+        Local worker processes the work inside will use (all cores when None).
+    preload : sequence of str
+        Modules the local workers import as soon as they start, in the
+        background, while this process goes on with its own start-up (see
+        :func:`start_workers`).
 
     Yields
     ------
@@ -55,7 +75,11 @@ def compute_backend(scheduler: str | None = None, connect_timeout: str = "10s") 
     global _active_scheduler
     address = scheduler or os.environ.get(SCHEDULER_ENV) or None
     if not address:
-        yield "local processes"
+        start_workers(n_jobs, preload)
+        try:
+            yield "local processes"
+        finally:
+            _wait_for_workers()
         return
     try:
         import joblib
@@ -98,6 +122,7 @@ def parallel_map(
     tracebacks and profiles simple.
     """
     n_jobs = resolve_jobs(n_jobs)
+    _wait_for_workers()
     if _active_scheduler is None and (n_jobs == 1 or len(items) <= 1):
         pairs: Iterable[tuple[int, R]] = ((index, func(item)) for index, item in enumerate(items))
     else:
@@ -115,5 +140,62 @@ def parallel_map(
     return results
 
 
+def start_workers(n_jobs: int | None, modules: Sequence[str]) -> None:
+    """Start the local worker processes now, each importing ``modules``, without waiting.
+
+    A worker process spends about a second importing numpy, scipy,
+    scikit-learn and hmmlearn before its first task; started here, in a
+    background thread, that overlaps with this process's own imports and
+    data loading. joblib keeps the workers for the next :func:`parallel_map`
+    with the same ``n_jobs``, which waits for this start to finish first. A
+    failed start only loses the time it would have saved.
+    """
+    global _warm_up
+    n_jobs = resolve_jobs(n_jobs)
+    if _active_scheduler is not None or n_jobs < 2 or not modules or _warm_up is not None:
+        return
+
+    def run() -> None:
+        try:
+            import joblib
+
+            joblib.Parallel(n_jobs=n_jobs, batch_size=1)(joblib.delayed(_import_modules)(tuple(modules)) for _ in range(n_jobs))
+        except Exception:  # noqa: BLE001 - see the docstring
+            pass
+
+    _warm_up = threading.Thread(target=run, name="hmmclf-worker-start", daemon=True)
+    _warm_up.start()
+
+
+def _wait_for_workers() -> None:
+    global _warm_up
+    if _warm_up is not None and threading.current_thread() is not _warm_up:
+        _warm_up.join()
+        _warm_up = None
+
+
+def _import_modules(modules: tuple[str, ...]) -> int:
+    import importlib
+
+    for name in modules:
+        importlib.import_module(name)
+    return os.getpid()
+
+
 def _indexed_call(func: Callable[[T], R], index: int, item: T) -> tuple[int, R]:
     return index, func(item)
+
+
+def release_workers() -> None:
+    """Stop the idle local worker processes that joblib keeps for reuse.
+
+    joblib keeps its process pool alive until the interpreter exits; after the
+    last parallel stage of a command, releasing it returns the workers'
+    memory while the rest of the command (reports, figures) runs. It does not
+    wait for them to exit. A Dask cluster's workers are not touched.
+    """
+    if _active_scheduler is not None:
+        return
+    from joblib.externals.loky import get_reusable_executor
+
+    get_reusable_executor().shutdown(wait=False)

@@ -132,7 +132,7 @@ def test_classifier_falls_back_to_log_space_fit(monkeypatch):
     rng = np.random.default_rng(0)
     X = [rng.normal(size=(30, 2)) + k for k in range(4) for _ in range(6)]
     y = [s for s in ("normal", "crackle", "wheeze", "both") for _ in range(6)]
-    monkeypatch.setattr(model_module, "fit_diag_gaussian_hmm", always_underflow)
+    monkeypatch.setattr(model_module, "fit_on_moments", always_underflow)
     model = HMMClassifier(n_states=2, n_iter=3, decision="argmax").fit(X, y)
     assert {r["implementation"] for r in model.fit_report_.values()} == {"log"}
     assert model.predict(X).shape == (24,)
