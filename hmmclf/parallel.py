@@ -1,15 +1,22 @@
-"""Where parallel work runs: local processes by default, a Dask cluster on request.
+"""Where parallel work runs: this process and local workers by default, a Dask cluster on request.
 
-Extraction and cross-validation folds go through :func:`parallel_map`, which
-uses joblib. Inside :func:`compute_backend` with a scheduler address, joblib's
-``dask`` backend sends the same tasks to a ``distributed`` cluster instead of
-local processes, so one code path serves a laptop and a cluster.
+Extraction chunks, cross-validation folds and per-state fits go through
+:func:`parallel_map`. With ``n_jobs`` = N on one machine, the calling process
+runs tasks itself and N - 1 worker processes of loky (joblib's process pool)
+run the others, all drawing from one queue of tasks. The calling process would
+otherwise sit idle, and every worker process costs about a second of imports
+(numpy, scipy, scikit-learn, hmmlearn) and a few hundred MB of memory.
+
+Inside :func:`compute_backend` with a scheduler address, the same tasks go
+through joblib's ``dask`` backend to a ``distributed`` cluster instead, so one
+code path serves a laptop and a cluster.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import threading
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
@@ -18,15 +25,20 @@ R = TypeVar("R")
 
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 
-# What the local worker processes of each command import before their first
-# task (see start_workers).
+# What the worker processes of each command import before their first task
+# (see start_workers).
 WORKER_MODULES = {
     "extract": ("hmmclf.cache",),
     "cv": ("hmmclf.cache", "hmmclf.model", "hmmclf.evaluation", "sklearn.cluster", "sklearn.ensemble"),
 }
 
+# Every process already runs one task per core: more BLAS/OpenMP threads
+# inside a worker would only oversubscribe the cores.
+_WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+# Idle workers exit after this long; a command's stages follow each other closely.
+_WORKER_IDLE_SECONDS = 60
+
 _active_scheduler: str | None = None
-_warm_up: threading.Thread | None = None
 
 
 def default_jobs() -> int:
@@ -51,20 +63,20 @@ def compute_backend(
     n_jobs: int | None = None,
     preload: Sequence[str] = (),
 ) -> Iterator[str]:
-    """Run the :func:`parallel_map` calls inside on local processes or a Dask cluster.
+    """Run the :func:`parallel_map` calls inside locally or on a Dask cluster.
 
     Parameters
     ----------
     scheduler : str, optional
         ``tcp://host:port`` of a running ``distributed`` scheduler. When None,
-        ``$DASK_SCHEDULER_ADDRESS`` is used if set; otherwise local processes.
+        ``$DASK_SCHEDULER_ADDRESS`` is used if set; otherwise this machine.
     connect_timeout : str
         How long to try to reach the scheduler.
     n_jobs : int, optional
-        Local worker processes the work inside will use (all cores when None).
+        Processes the local work inside will use (all cores when None).
     preload : sequence of str
-        Modules the local workers import as soon as they start, in the
-        background, while this process goes on with its own start-up (see
+        Modules the local worker processes import as soon as they start,
+        while this process goes on with its own start-up (see
         :func:`start_workers`).
 
     Yields
@@ -76,10 +88,7 @@ def compute_backend(
     address = scheduler or os.environ.get(SCHEDULER_ENV) or None
     if not address:
         start_workers(n_jobs, preload)
-        try:
-            yield "local processes"
-        finally:
-            _wait_for_workers()
+        yield "local processes"
         return
     try:
         import joblib
@@ -115,23 +124,25 @@ def parallel_map(
 ) -> list[R]:
     """Apply ``func`` to each item in parallel and return the results in order.
 
-    ``on_result(index, result)`` is called in the parent as each result
-    arrives (in completion order, not item order), so callers can show
-    progress and save checkpoints.
-    With one job and no cluster, the work runs in this process, which keeps
-    tracebacks and profiles simple.
+    ``on_result(index, result)`` is called in this process's calling thread
+    as each result arrives (in completion order, not item order), so callers
+    can show progress and save checkpoints. With one job and no cluster, the
+    work runs in this process only, which keeps tracebacks and profiles
+    simple. ``func`` and the items must be picklable (top-level functions).
+    An exception raised by ``func`` in any process is raised here.
     """
     n_jobs = resolve_jobs(n_jobs)
-    _wait_for_workers()
-    if _active_scheduler is None and (n_jobs == 1 or len(items) <= 1):
-        pairs: Iterable[tuple[int, R]] = ((index, func(item)) for index, item in enumerate(items))
-    else:
+    if _active_scheduler is not None:
         import joblib
 
         # Unordered, so progress and checkpoints follow the work as it finishes.
-        pairs = joblib.Parallel(
-            n_jobs=-1 if _active_scheduler else n_jobs, return_as="generator_unordered", batch_size=1
-        )(joblib.delayed(_indexed_call)(func, index, item) for index, item in enumerate(items))
+        pairs: Iterable[tuple[int, R]] = joblib.Parallel(n_jobs=-1, return_as="generator_unordered", batch_size=1)(
+            joblib.delayed(_indexed_call)(func, index, item) for index, item in enumerate(items)
+        )
+    elif n_jobs == 1 or len(items) <= 1:
+        pairs = ((index, func(item)) for index, item in enumerate(items))
+    else:
+        pairs = _here_and_in_workers(func, items, min(n_jobs, len(items)) - 1)
     results: list[Any] = [None] * len(items)
     for index, result in pairs:
         results[index] = result
@@ -140,38 +151,123 @@ def parallel_map(
     return results
 
 
+class _TaskCounter:
+    """Hands out task indices, once each, to whichever process asks first."""
+
+    def __init__(self, n_tasks: int) -> None:
+        self._next = 0
+        self._n_tasks = n_tasks
+        self._lock = threading.Lock()
+        self.stopped = False
+
+    def claim(self) -> int | None:
+        with self._lock:
+            if self.stopped or self._next >= self._n_tasks:
+                return None
+            self._next += 1
+            return self._next - 1
+
+
+def _here_and_in_workers(func: Callable[[T], R], items: Sequence[T], n_workers: int) -> Iterator[tuple[int, R]]:
+    """Run the tasks in this thread and in ``n_workers`` worker processes, yielding (index, result).
+
+    A dispatcher thread keeps every worker busy with the next unclaimed task
+    and queues what they return; this thread claims tasks too, runs them, and
+    passes on the workers' results between its own tasks. Which process ran a
+    task does not change its result.
+    """
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    from threadpoolctl import threadpool_limits
+
+    executor = _local_executor(n_workers)
+    counter = _TaskCounter(len(items))
+    arrived: queue.Queue = queue.Queue()
+    done_marker = object()
+
+    def dispatch() -> None:
+        running: set = set()
+        try:
+            while True:
+                while len(running) < n_workers:
+                    index = counter.claim()
+                    if index is None:
+                        break
+                    running.add(executor.submit(_indexed_call, func, index, items[index]))
+                if not running:
+                    break
+                finished, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    arrived.put(future)
+        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
+            counter.stopped = True
+            arrived.put(exc)
+        finally:
+            arrived.put(done_marker)
+
+    def received(block: bool) -> Iterator[tuple[int, R]]:
+        nonlocal dispatcher_done
+        while not dispatcher_done:
+            try:
+                entry = arrived.get(block=block)
+            except queue.Empty:
+                return
+            if entry is done_marker:
+                dispatcher_done = True
+            elif isinstance(entry, BaseException):
+                raise entry
+            else:
+                yield entry.result()
+
+    dispatcher_done = False
+    dispatcher = threading.Thread(target=dispatch, name="hmmclf-dispatch", daemon=True)
+    dispatcher.start()
+    try:
+        with threadpool_limits(1):
+            while True:
+                index = counter.claim()
+                if index is None:
+                    break
+                yield index, func(items[index])
+                yield from received(block=False)
+        yield from received(block=True)
+    finally:
+        # On an error (here or in a worker) no new task starts; the tasks
+        # already running in workers finish before this returns.
+        counter.stopped = True
+        dispatcher.join()
+
+
+_executor_lock = threading.Lock()
+_executor: Any = None
+
+
+def _local_executor(n_workers: int):
+    """loky's reusable process pool with ``n_workers`` single-threaded workers."""
+    global _executor
+    from joblib.externals.loky import get_reusable_executor
+
+    with _executor_lock:
+        _executor = get_reusable_executor(max_workers=n_workers, timeout=_WORKER_IDLE_SECONDS, env=_WORKER_ENV)
+        return _executor
+
+
 def start_workers(n_jobs: int | None, modules: Sequence[str]) -> None:
-    """Start the local worker processes now, each importing ``modules``, without waiting.
+    """Start the worker processes of a coming :func:`parallel_map` now, without waiting.
 
     A worker process spends about a second importing numpy, scipy,
-    scikit-learn and hmmlearn before its first task; started here, in a
-    background thread, that overlaps with this process's own imports and
-    data loading. joblib keeps the workers for the next :func:`parallel_map`
-    with the same ``n_jobs``, which waits for this start to finish first. A
-    failed start only loses the time it would have saved.
+    scikit-learn and hmmlearn before its first task; started here, each
+    with an import of ``modules`` as its first task, that overlaps with this
+    process's own imports and data loading. loky keeps the workers for the
+    next :func:`parallel_map` with the same ``n_jobs``; its tasks queue
+    behind the imports. Does nothing for one job or on a cluster.
     """
-    global _warm_up
-    n_jobs = resolve_jobs(n_jobs)
-    if _active_scheduler is not None or n_jobs < 2 or not modules or _warm_up is not None:
+    n_workers = resolve_jobs(n_jobs) - 1
+    if _active_scheduler is not None or n_workers < 1 or not modules:
         return
-
-    def run() -> None:
-        try:
-            import joblib
-
-            joblib.Parallel(n_jobs=n_jobs, batch_size=1)(joblib.delayed(_import_modules)(tuple(modules)) for _ in range(n_jobs))
-        except Exception:  # noqa: BLE001 - see the docstring
-            pass
-
-    _warm_up = threading.Thread(target=run, name="hmmclf-worker-start", daemon=True)
-    _warm_up.start()
-
-
-def _wait_for_workers() -> None:
-    global _warm_up
-    if _warm_up is not None and threading.current_thread() is not _warm_up:
-        _warm_up.join()
-        _warm_up = None
+    executor = _local_executor(n_workers)
+    for _ in range(n_workers):
+        executor.submit(_import_modules, tuple(modules))
 
 
 def _import_modules(modules: tuple[str, ...]) -> int:
@@ -187,15 +283,14 @@ def _indexed_call(func: Callable[[T], R], index: int, item: T) -> tuple[int, R]:
 
 
 def release_workers() -> None:
-    """Stop the idle local worker processes that joblib keeps for reuse.
+    """Stop the local worker processes that loky keeps for reuse, without waiting for them.
 
-    joblib keeps its process pool alive until the interpreter exits; after the
-    last parallel stage of a command, releasing it returns the workers'
-    memory while the rest of the command (reports, figures) runs. It does not
-    wait for them to exit. A Dask cluster's workers are not touched.
+    After the last parallel stage of a command this returns the workers'
+    memory while the rest of the command (reports, figures) runs. A Dask
+    cluster's workers are not touched.
     """
-    if _active_scheduler is not None:
-        return
-    from joblib.externals.loky import get_reusable_executor
-
-    get_reusable_executor().shutdown(wait=False)
+    global _executor
+    with _executor_lock:
+        if _executor is not None:
+            _executor.shutdown(wait=False)
+            _executor = None

@@ -135,7 +135,7 @@ def run_cv(
     """
     from .evaluation import bootstrap_score_interval, cross_validate
     from .parallel import release_workers
-    from .report import preload_plotting, write_cv_report
+    from .report import write_cv_report
 
     out_dir = Path(out_dir)
     if (out_dir / "report.json").exists():
@@ -144,7 +144,6 @@ def run_cv(
         raise HmmclfError(f"--repeats must be >= 1, got {repeats}")
     started = time.perf_counter()
     model = make_model(model_params)
-    plotting = preload_plotting()
     runs = []
     for r in range(repeats):
         stage_progress = progress
@@ -160,7 +159,6 @@ def run_cv(
         except ValueError as exc:
             raise HmmclfError(f"cv: {exc}") from None
     release_workers()
-    plotting.join()
     result = runs[0]
     interval = bootstrap_score_interval(
         result.predictions["true"].to_numpy(), result.predictions["predicted"].to_numpy(), features.groups, seed=seed

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -168,26 +167,6 @@ def format_markdown(report: dict[str, Any]) -> str:
         )
     out += ["", "## Configuration", "", "```json", json.dumps(cfg, indent=2), "```", ""]
     return "\n".join(out)
-
-
-def preload_plotting() -> threading.Thread:
-    """Import matplotlib (Agg backend) in a background thread and return the thread.
-
-    A command that ends with figures starts this before its long stage: the
-    import (about 0.4 s) then overlaps with work in other processes instead
-    of delaying the report. Python's import lock makes a later import in the
-    main thread wait for this one, so nothing else needs to synchronise.
-    """
-
-    def load() -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot  # noqa: F401
-
-    thread = threading.Thread(target=load, name="hmmclf-preload-matplotlib", daemon=True)
-    thread.start()
-    return thread
 
 
 def plot_confusion(confusion: list[list[int]], path: str | os.PathLike[str], title: str = "") -> None:

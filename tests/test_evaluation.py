@@ -4,7 +4,6 @@ import pytest
 from hmmclf.cache import extract_corpus
 from hmmclf.evaluation import bootstrap_score_interval, cross_validate, icbhi_metrics, icbhi_score_from_indices, make_folds
 from hmmclf.labels import LABEL_STATES
-from hmmclf.parallel import parallel_map
 from hmmclf.model import HMMClassifier
 
 
@@ -88,16 +87,3 @@ def test_score_from_indices_equals_icbhi_metrics(seed):
     expected = icbhi_metrics(states[true], states[pred])["score"]
     assert icbhi_score_from_indices(true, pred) == pytest.approx(expected, nan_ok=True)
 
-
-def _slow_for_small(x: int) -> int:
-    import time
-
-    time.sleep(0.05 * (3 - x))
-    return x * x
-
-
-def test_parallel_map_returns_in_order_and_reports_every_result():
-    seen = []
-    out = parallel_map(_slow_for_small, [0, 1, 2, 3], n_jobs=2, on_result=lambda i, r: seen.append((i, r)))
-    assert out == [0, 1, 4, 9]
-    assert sorted(seen) == [(0, 0), (1, 1), (2, 4), (3, 9)]
