@@ -134,10 +134,11 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
     stack_c : float
         Inverse L2 regularisation of the "stacked" logistic regression.
     inner_folds : int
-        Inner folds of the "tuned" decision (with groups, each needs at
-        least two groups, or the decision falls back to "argmax"). Two by default: on the ICBHI
-        dev set (5-fold CV, seeds 0-2) three gave the same Score within seed
-        noise (51.3 +- 1.8 against 51.1 +- 0.8) for a third more HMM fitting.
+        Inner folds of the "tuned" decision; with groups, each needs at least
+        two groups, or the decision falls back to "argmax". Two by default:
+        on the ICBHI dev set (5-fold CV, seeds 0-2) three gave the same Score
+        within seed noise (51.3 +- 1.8 against 51.1 +- 0.8) for a third more
+        HMM fitting.
     implementation : {"scaling", "log"}
         Forward-backward variant for training. "scaling" runs
         :func:`~hmmclf.baum_welch.fit_diag_gaussian_hmm` (hmmlearn's scaled
