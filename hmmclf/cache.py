@@ -237,7 +237,11 @@ def features_of_chunk(task: tuple[list[str], FeatureConfig, float, bool]) -> lis
     paths, config, max_seconds, with_hash = task
     out: list[tuple[tuple, str | None]] = []
     for path in paths:
-        digest = file_sha1(path) if with_hash else None
+        try:
+            digest = file_sha1(path) if with_hash else None
+        except OSError as exc:
+            out.append((("skip", f"cannot read: {exc.strerror or exc}"), None))
+            continue
         try:
             out.append((("ok",) + clip_features(path, config, max_seconds), digest))
         except AudioError as exc:
@@ -256,6 +260,14 @@ class ExtractResult:
     seconds: float
     cache_path: Path
     notes: list[str]
+
+
+def _sha1_or_empty(path: Path) -> str:
+    """The file's SHA-1, or "" when it cannot be read (it is then extracted, and skipped with the reason)."""
+    try:
+        return file_sha1(path)
+    except OSError:
+        return ""
 
 
 def extract_corpus(
@@ -329,7 +341,7 @@ def extract_corpus(
         files = table.rows["file"].tolist()
         # With a previous cache, hashes decide which clips to reuse, so they come
         # first; without one, the workers hash each clip as they read it.
-        hashes: list[str] = [file_sha1(data_dir / f) for f in files] if previous else [""] * len(files)
+        hashes: list[str] = [_sha1_or_empty(data_dir / f) for f in files] if previous else [""] * len(files)
         results: list[tuple | None] = [None] * len(files)
         todo: list[int] = []
         for i, key in enumerate(zip(files, hashes)):

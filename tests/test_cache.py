@@ -137,3 +137,20 @@ def test_kill_and_resume(tmp_path):
     assert len(result.features) == 96 and result.features.complete
     assert result.reused >= checkpointed  # resumed, not restarted
     assert result.reused + result.computed == 96
+
+
+def test_unreadable_clip_is_skipped_with_its_reason(corpus, tmp_path, monkeypatch):
+    import hmmclf.cache as cache_module
+
+    real_sha1 = cache_module.file_sha1
+
+    def refuse_one(path):
+        if str(path).endswith("p0_normal_0.wav"):
+            raise PermissionError(13, "Permission denied")
+        return real_sha1(path)
+
+    monkeypatch.setattr(cache_module, "file_sha1", refuse_one)
+    result = extract_corpus(corpus / "train", corpus / "train.csv", tmp_path / "f", n_jobs=1)
+    skipped = dict(zip(result.skipped["file"], result.skipped["reason"]))
+    assert skipped["p0_normal_0.wav"] == "cannot read: Permission denied"
+    assert "p0_normal_0.wav" not in result.features.files and len(result.features) == 31
