@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -87,3 +89,14 @@ def test_score_from_indices_equals_icbhi_metrics(seed):
     expected = icbhi_metrics(states[true], states[pred])["score"]
     assert icbhi_score_from_indices(true, pred) == pytest.approx(expected, nan_ok=True)
 
+
+
+def test_cross_validate_gives_the_same_results_on_one_or_two_processes(corpus, tmp_path):
+    features = extract_corpus(corpus / "train", corpus / "train.csv", tmp_path / "f", n_jobs=1).features
+    runs = [
+        cross_validate(features, HMMClassifier(n_states=2, n_iter=3), n_folds=2, seed=0, n_jobs=jobs)
+        for jobs in (1, 2)
+    ]
+    assert runs[0].predictions.equals(runs[1].predictions)
+    # (JSON text, so that NaN rates compare equal.)
+    assert json.dumps(runs[0].baselines, sort_keys=True) == json.dumps(runs[1].baselines, sort_keys=True)
