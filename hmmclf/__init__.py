@@ -8,6 +8,6 @@ Submodules are imported lazily so that ``hmmclf predict`` on a single clip does
 not pay for importing everything at start-up.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = ["__version__"]

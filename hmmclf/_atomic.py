@@ -26,9 +26,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{final.name}.", suffix=f".tmp{final.suffix}", dir=final.parent
-    )
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{final.suffix}", dir=final.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     # mkstemp makes the file private (0600); give it the mode a plain open() would.
@@ -116,3 +114,23 @@ def load_npz(path: str | os.PathLike[str], error: type[Exception], what: str, hi
             return {key: npz[key] for key in npz.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
         raise error(f"{path}: damaged or foreign {what} ({str(exc).splitlines()[0]})") from None
+
+
+def checked_array(arrays: dict, name: str, shape: tuple[int, ...]):
+    """``arrays[name]`` from :func:`load_npz`, required to be finite float64 of ``shape``.
+
+    Raises
+    ------
+    ValueError
+        Naming the array and what is wrong with it.
+    """
+    import numpy as np
+
+    if name not in arrays:
+        raise ValueError(f"missing array {name!r}")
+    arr = arrays[name]
+    if arr.dtype != np.float64 or arr.shape != shape:
+        raise ValueError(f"array {name!r} has dtype {arr.dtype} shape {arr.shape}, expected float64 {shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"array {name!r} holds non-finite values")
+    return arr

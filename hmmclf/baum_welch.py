@@ -48,7 +48,9 @@ def gaussian_log_density(frames: np.ndarray, means: np.ndarray, variances: np.nd
     (n_frames, n_states) array
     """
     precision = 1.0 / variances
-    const = -0.5 * (means.shape[1] * np.log(2 * np.pi) + np.log(variances).sum(axis=1) + (means**2 * precision).sum(axis=1))
+    const = -0.5 * (
+        means.shape[1] * np.log(2 * np.pi) + np.log(variances).sum(axis=1) + (means**2 * precision).sum(axis=1)
+    )
     return const - 0.5 * (frames**2) @ precision.T + frames @ (means * precision).T
 
 
@@ -56,7 +58,9 @@ def _density_weights(means: np.ndarray, variances: np.ndarray) -> tuple[np.ndarr
     """(2*n_features, n_states) weights and (n_states,) constants such that
     ``[x, x**2] @ weights + const`` is the log-density of :func:`gaussian_log_density`."""
     precision = 1.0 / variances
-    const = -0.5 * (means.shape[1] * np.log(2 * np.pi) + np.log(variances).sum(axis=1) + (means**2 * precision).sum(axis=1))
+    const = -0.5 * (
+        means.shape[1] * np.log(2 * np.pi) + np.log(variances).sum(axis=1) + (means**2 * precision).sum(axis=1)
+    )
     return np.vstack([(means * precision).T, -0.5 * precision.T]), const
 
 
@@ -82,7 +86,7 @@ def scaled_emissions(log_emission: np.ndarray, overwrite: bool = False) -> tuple
     return np.exp(emission, out=emission), log_frame_max
 
 
-def _offsets(lengths: np.ndarray) -> np.ndarray:
+def _bounds(lengths: np.ndarray) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(np.asarray(lengths, dtype=np.int64))])
 
 
@@ -114,13 +118,13 @@ def sequence_log_likelihoods(
     totals : (n_sequences,) array
     increments : (sum(lengths),) array, only when ``per_frame``
     """
-    offsets = _offsets(lengths)
+    bounds = _bounds(lengths)
     emission, log_frame_max = scaled_emissions(log_emission)
     startprob = np.ascontiguousarray(startprob, dtype=float)
     transmat = np.ascontiguousarray(transmat, dtype=float)
-    totals = np.empty(len(offsets) - 1)
+    totals = np.empty(len(bounds) - 1)
     increments = np.empty(len(log_emission)) if per_frame else None
-    for i, (a, b) in enumerate(zip(offsets[:-1], offsets[1:])):
+    for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
         try:
             with np.errstate(all="ignore"):
                 log_prob, _, scaling = _hmmc.forward_scaling(startprob, transmat, emission[a:b])
@@ -138,7 +142,7 @@ def sequence_log_likelihoods(
             if per_frame:
                 steps = np.logaddexp.reduce(fwd, axis=1)
                 increments[a:b] = np.diff(steps, prepend=0.0)
-    totals += np.add.reduceat(log_frame_max, offsets[:-1]) if len(totals) else 0.0
+    totals += np.add.reduceat(log_frame_max, bounds[:-1]) if len(totals) else 0.0
     if per_frame:
         increments += log_frame_max
         return totals, increments
@@ -203,7 +207,9 @@ def fit_diag_gaussian_hmm(
     ValueError
         When ``lengths`` does not add up to the number of frames.
     """
-    return fit_on_moments(frame_moments(frames), lengths, startprob, transmat, means, variances, n_iter, tol, covars_prior)
+    return fit_on_moments(
+        frame_moments(frames), lengths, startprob, transmat, means, variances, n_iter, tol, covars_prior
+    )
 
 
 def frame_moments(frames: np.ndarray) -> np.ndarray:
@@ -235,12 +241,14 @@ def fit_on_moments(
     """:func:`fit_diag_gaussian_hmm` on the output of :func:`frame_moments`."""
     lengths = np.asarray(lengths, dtype=np.int64)
     if lengths.sum() != len(moments) or np.any(lengths < 1):
-        raise ValueError(f"lengths add up to {lengths.sum()} (min {lengths.min(initial=0)}) but there are {len(moments)} frames")
+        raise ValueError(
+            f"lengths add up to {lengths.sum()} (min {lengths.min(initial=0)}) but there are {len(moments)} frames"
+        )
     n_features = moments.shape[1] // 2
-    offsets = _offsets(lengths)
-    starts = offsets[:-1]
+    bounds = _bounds(lengths)
+    starts = bounds[:-1]
     # Python ints: slicing with numpy integers costs more than the recursions of a short clip.
-    bounds = list(zip(offsets[:-1].tolist(), offsets[1:].tolist()))
+    spans = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
     startprob, transmat = np.array(startprob, dtype=float), np.array(transmat, dtype=float)
     means, variances = np.array(means, dtype=float), np.array(variances, dtype=float)
     n_states = len(startprob)
@@ -249,17 +257,17 @@ def fit_on_moments(
     # Transitions are counted over frames t, t+1 of the same clip: all
     # consecutive frames of the concatenation, less the pairs that straddle
     # two clips (last frame of one, first of the next).
-    last_frames, next_firsts = offsets[1:-1] - 1, offsets[1:-1]
+    last_frames, next_firsts = bounds[1:-1] - 1, bounds[1:-1]
     posterior = np.empty((len(moments), n_states))
     beta_all = np.empty_like(posterior)
-    seq_log_probs = np.empty(len(bounds))
+    seq_log_probs = np.empty(len(spans))
     for _ in range(n_iter):
         weights, const = _density_weights(means, np.maximum(variances, np.finfo(float).tiny))
         log_emission = moments @ weights
         log_emission += const
         emission, log_frame_max = scaled_emissions(log_emission, overwrite=True)
         with np.errstate(all="ignore"):
-            for i, (a, b) in enumerate(bounds):
+            for i, (a, b) in enumerate(spans):
                 part = emission[a:b]
                 try:
                     seq_log_probs[i], alpha, scaling = forward_scaling(startprob, transmat, part)

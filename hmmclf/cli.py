@@ -96,9 +96,7 @@ def _model_params(states: int | None, topology: str | None) -> dict:
 
 
 def _jobs_option(f):
-    return click.option(
-        "--jobs", "-j", type=int, default=None, help="Worker processes (default: all cores)."
-    )(f)
+    return click.option("--jobs", "-j", type=int, default=None, help="Worker processes (default: all cores).")(f)
 
 
 def _scheduler_option(f):
@@ -112,8 +110,22 @@ def _scheduler_option(f):
 
 def _data_options(f):
     f = click.option("--groups", default="auto", show_default=True, help="Group column for CV folds, or 'none'.")(f)
-    f = click.option("--labels", "labels_csv", default="train.csv", show_default=True, type=click.Path(dir_okay=False), help="Labels file.")(f)
-    f = click.option("--data", "data_dir", default="train", show_default=True, type=click.Path(file_okay=False), help="Folder of clips.")(f)
+    f = click.option(
+        "--labels",
+        "labels_csv",
+        default="train.csv",
+        show_default=True,
+        type=click.Path(dir_okay=False),
+        help="Labels file.",
+    )(f)
+    f = click.option(
+        "--data",
+        "data_dir",
+        default="train",
+        show_default=True,
+        type=click.Path(file_okay=False),
+        help="Folder of clips.",
+    )(f)
     return f
 
 
@@ -133,12 +145,60 @@ def main(debug: bool) -> None:
 
 
 @main.command()
+@click.argument("kind", type=click.Choice(["icbhi", "sprsound"]))
+@click.argument("src", type=click.Path(file_okay=False))
+@click.option(
+    "--out",
+    "out_dir",
+    default=".",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where train/, train.csv and skipped.csv go.",
+)
+@_jobs_option
+def prepare(kind: str, src: str, out_dir: str, jobs: int | None) -> None:
+    """Cut a downloaded ICBHI 2017 or SPRSound release into one clip per respiratory cycle or event.
+
+    SRC is the unpacked release, searched recursively. Writes OUT/train/ (16-bit
+    wav clips at each recording's own rate), OUT/train.csv (patient_id for
+    grouped CV) and OUT/skipped.csv (every annotation row that gave no clip,
+    with its reason). Re-running cuts again only recordings that changed.
+    """
+    from .prepare import format_prepare_summary, prepare_corpus
+
+    _log(f"prepare: {kind} release in {src} -> {out_dir}")
+    result = prepare_corpus(kind, src, out_dir, n_jobs=jobs, progress=Progress())
+    click.echo(format_prepare_summary(result))
+
+
+@main.command()
 @_data_options
-@click.option("--out", "out_dir", default="features", show_default=True, type=click.Path(file_okay=False), help="Feature cache directory.")
-@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False), help="Experiment config (TOML) whose [features] to use.")
+@click.option(
+    "--out",
+    "out_dir",
+    default="features",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Feature cache directory.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Experiment config (TOML) whose [features] to use.",
+)
 @_jobs_option
 @_scheduler_option
-def extract(data_dir: str, labels_csv: str, groups: str, out_dir: str, config_path: str | None, jobs: int | None, scheduler: str | None) -> None:
+def extract(
+    data_dir: str,
+    labels_csv: str,
+    groups: str,
+    out_dir: str,
+    config_path: str | None,
+    jobs: int | None,
+    scheduler: str | None,
+) -> None:
     """Extract MFCC + delta frame features of every usable clip into a cache.
 
     Unusable rows and clips are skipped and listed with their reason in
@@ -149,15 +209,20 @@ def extract(data_dir: str, labels_csv: str, groups: str, out_dir: str, config_pa
 
     with compute_backend(scheduler, n_jobs=jobs, preload=WORKER_MODULES["extract"]) as backend:
         # Imported while the worker processes start.
-        from .cache import extract_corpus
         from .experiment import Experiment, load_experiment
+        from .extraction import extract_corpus
         from .pipeline import extract_summary, features_dir_for
 
         experiment = load_experiment(config_path) if config_path else Experiment()
         _log(f"extract: {data_dir} with {labels_csv} on {backend}")
         result = extract_corpus(
-            data_dir, labels_csv, features_dir_for(out_dir, experiment.features), config=experiment.features,
-            groups=groups, n_jobs=jobs, progress=Progress(),
+            data_dir,
+            labels_csv,
+            features_dir_for(out_dir, experiment.features),
+            config=experiment.features,
+            groups=groups,
+            n_jobs=jobs,
+            progress=Progress(),
         )
     for note in result.notes:
         _log(f"note: {note}")
@@ -169,15 +234,53 @@ def extract(data_dir: str, labels_csv: str, groups: str, out_dir: str, config_pa
 @main.command()
 @click.option("--folds", type=click.IntRange(2, 100), default=5, show_default=True, help="Number of CV folds.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fold split and the models.")
-@click.option("--features", "features_dir", default="features", show_default=True, type=click.Path(file_okay=False), help="Feature cache (extracted first if missing).")
-@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False), help="Report directory (default reports/cv-<timestamp>).")
-@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False), help="Experiment config (TOML): features, model, decision rule, cv.")
-@click.option("--repeats", type=click.IntRange(1, 100), default=None, help="Repeat the CV with seeds SEED, SEED+1, ... [default: 1]")
+@click.option(
+    "--features",
+    "features_dir",
+    default="features",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Feature cache (extracted first if missing).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Report directory (default reports/cv-<timestamp>).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Experiment config (TOML): features, model, decision rule, cv.",
+)
+@click.option(
+    "--repeats",
+    type=click.IntRange(1, 100),
+    default=None,
+    help="Repeat the CV with seeds SEED, SEED+1, ... [default: 1]",
+)
 @_data_options
 @_model_options
 @_jobs_option
 @_scheduler_option
-def cv(folds, seed, features_dir, out_dir, config_path, repeats, data_dir, labels_csv, groups, states, topology, jobs, scheduler) -> None:
+def cv(
+    folds,
+    seed,
+    features_dir,
+    out_dir,
+    config_path,
+    repeats,
+    data_dir,
+    labels_csv,
+    groups,
+    states,
+    topology,
+    jobs,
+    scheduler,
+) -> None:
     """Stratified, patient-grouped K-fold cross-validation with the ICBHI metrics.
 
     Writes report.json, report.md, confusion.png and predictions.csv, with the
@@ -202,15 +305,32 @@ def cv(folds, seed, features_dir, out_dir, config_path, repeats, data_dir, label
         out = Path(out_dir) if out_dir else new_report_dir(prefix=f"cv-{experiment.name}" if config_path else "cv")
         cache_dir = features_dir_for(features_dir, experiment.features)
         features = ensure_features(
-            cache_dir, data_dir, labels_csv, config=experiment.features, groups=groups, n_jobs=jobs,
-            progress=Progress(), log=_log,
+            cache_dir,
+            data_dir,
+            labels_csv,
+            config=experiment.features,
+            groups=groups,
+            n_jobs=jobs,
+            progress=Progress(),
+            log=_log,
         )
         if features.groups is None:
             _log("WARNING: no patient/recording column: folds are NOT grouped by patient; scores will be optimistic")
-        _log(f"cv: experiment {experiment.name!r}, {folds} folds x {repeats} repeat(s) over {len(features)} clips on {backend}")
+        _log(
+            f"cv: experiment {experiment.name!r}, {folds} folds x {repeats} repeat(s) "
+            f"over {len(features)} clips on {backend}"
+        )
         report = run_cv(
-            features, out, n_folds=folds, seed=seed, model_params=model_params, n_jobs=jobs, progress=Progress(),
-            command=_command_line(), repeats=repeats, experiment=experiment.to_dict(),
+            features,
+            out,
+            n_folds=folds,
+            seed=seed,
+            model_params=model_params,
+            n_jobs=jobs,
+            progress=Progress(),
+            command=_command_line(),
+            repeats=repeats,
+            experiment=experiment.to_dict(),
         )
     click.echo(format_summary(report))
     click.echo(f"cv: {report['seconds']:.1f} s; report in {out}/report.md")
@@ -218,7 +338,14 @@ def cv(folds, seed, features_dir, out_dir, config_path, repeats, data_dir, label
 
 @main.command()
 @click.argument("reports", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--out", "out_path", default="leaderboard.md", show_default=True, type=click.Path(dir_okay=False), help="Markdown leaderboard to write.")
+@click.option(
+    "--out",
+    "out_path",
+    default="leaderboard.md",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Markdown leaderboard to write.",
+)
 def compare(reports, out_path) -> None:
     """Leaderboard of cv reports (directories or report.json files), best Score first."""
     from ._atomic import atomic_write_text
@@ -231,11 +358,31 @@ def compare(reports, out_path) -> None:
 
 
 @main.command()
-@click.option("--features", "features_dir", default="features", show_default=True, type=click.Path(file_okay=False), help="Feature cache (extracted first if missing).")
-@click.option("--out", "out_path", default="model.npz", show_default=True, type=click.Path(dir_okay=False), help="Model file to write.")
+@click.option(
+    "--features",
+    "features_dir",
+    default="features",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Feature cache (extracted first if missing).",
+)
+@click.option(
+    "--out",
+    "out_path",
+    default="model.npz",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Model file to write.",
+)
 @_data_options
 @_model_options
-@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False), help="Experiment config (TOML) to train with.")
+@click.option(
+    "--config",
+    "config_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Experiment config (TOML) to train with.",
+)
 @_jobs_option
 def train(features_dir, out_path, data_dir, labels_csv, groups, states, topology, config_path, jobs) -> None:
     """Fit the model on every usable clip and save it (npz + JSON, no pickle)."""
@@ -244,32 +391,33 @@ def train(features_dir, out_path, data_dir, labels_csv, groups, states, topology
 
     experiment = load_experiment(config_path) if config_path else Experiment()
     features = ensure_features(
-        features_dir_for(features_dir, experiment.features), data_dir, labels_csv, config=experiment.features,
-        groups=groups, n_jobs=jobs, progress=Progress(), log=_log,
+        features_dir_for(features_dir, experiment.features),
+        data_dir,
+        labels_csv,
+        config=experiment.features,
+        groups=groups,
+        n_jobs=jobs,
+        progress=Progress(),
+        log=_log,
     )
     _log(f"train: {len(features)} clips, experiment {experiment.name!r}")
     model, path, seconds = train_model(features, out_path, {**experiment.model, **_model_params(states, topology)})
-    from .labels import LABEL_STATES
+    from .report import format_fit_report
 
-    for state in LABEL_STATES:
-        rep = model.fit_report_[state]
-        _log(
-            f"  {state:8s} {rep['clips']:5d} clips {rep['frames']:7d} frames, {rep['n_states']} states, "
-            f"{rep['iterations']} EM iterations, {'converged' if rep['converged'] else 'NOT converged (n_iter reached)'}"
-        )
-    decision = model.fit_report_.get("decision")
-    if decision:
-        if decision["rule"] == "tuned":
-            offsets = ", ".join(f"{s} {v:+.3f}" for s, v in zip(LABEL_STATES, decision["offsets"]))
-            _log(f"  decision offsets tuned on {decision['inner_folds']} inner folds: {offsets} (inner Score {100 * decision['inner_score']:.1f})")
-        else:
-            _log(f"  decision: {decision.get('note', 'argmax')}")
+    _log(format_fit_report(model.fit_report_))
     click.echo(f"train: model saved to {path} ({seconds:.1f} s)")
 
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--model", "model_path", default="model.npz", show_default=True, type=click.Path(dir_okay=False), help="Model file from 'hmmclf train'.")
+@click.option(
+    "--model",
+    "model_path",
+    default="model.npz",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Model file from 'hmmclf train'.",
+)
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
 @click.option("--jobs", "-j", type=int, default=1, show_default=True, help="Worker processes for feature extraction.")
 def predict(paths, model_path, fmt, jobs) -> None:
@@ -279,6 +427,7 @@ def predict(paths, model_path, fmt, jobs) -> None:
     predicted, and the exit code is 1 at the end.
     """
     from .pipeline import predict_clips
+    from .report import format_predictions
 
     results = predict_clips(paths, model_path, n_jobs=jobs)
     click.echo(format_predictions(results, fmt))
@@ -288,45 +437,23 @@ def predict(paths, model_path, fmt, jobs) -> None:
         sys.exit(1)
 
 
-def format_predictions(results: list[dict], fmt: str) -> str:
-    """Predictions as a table, JSON or CSV."""
-    from .labels import LABEL_STATES
-
-    if fmt == "json":
-        return json.dumps(results, indent=2)
-    if fmt == "csv":
-        import csv
-        import io
-
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["file", "labels", "state"] + [f"posterior_{s}" for s in LABEL_STATES] + [f"log_likelihood_{s}" for s in LABEL_STATES] + ["error"])
-        for r in results:
-            if "error" in r:
-                writer.writerow([r["file"], "", ""] + [""] * 8 + [r["error"]])
-            else:
-                writer.writerow(
-                    [r["file"], "+".join(r["labels"]), r["state"]]
-                    + [r["posterior"][s] for s in LABEL_STATES]
-                    + [r["log_likelihood"][s] for s in LABEL_STATES]
-                    + [""]
-                )
-        return buf.getvalue().rstrip("\n")
-    width = max([len(Path(r["file"]).name) for r in results] + [4])
-    lines = [f"{'file':{width}s}  {'state':8s} " + " ".join(f"{'p_' + s:>9s}" for s in LABEL_STATES)]
-    for r in results:
-        name = Path(r["file"]).name
-        if "error" in r:
-            lines.append(f"{name:{width}s}  ERROR: {r['error']}")
-        else:
-            lines.append(f"{name:{width}s}  {r['state']:8s} " + " ".join(f"{r['posterior'][s]:9.3f}" for s in LABEL_STATES))
-    return "\n".join(lines)
-
-
 @main.command()
 @click.argument("clip", type=click.Path(dir_okay=False))
-@click.option("--model", "model_path", default="model.npz", show_default=True, type=click.Path(dir_okay=False), help="Model file from 'hmmclf train'.")
-@click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False), help="PNG to write (default: <clip name>.explain.png in the current directory).")
+@click.option(
+    "--model",
+    "model_path",
+    default="model.npz",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Model file from 'hmmclf train'.",
+)
+@click.option(
+    "--out",
+    "out_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="PNG to write (default: <clip name>.explain.png in the current directory).",
+)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def explain(clip, model_path, out_path, fmt) -> None:
     """Show where in CLIP the model heard what: waveform, spectrogram, Viterbi paths, likelihood ratios."""
@@ -353,7 +480,7 @@ def explain(clip, model_path, out_path, fmt) -> None:
 def demo(directory: str, seed: int, jobs: int | None) -> None:
     """Synthesise a small corpus in DIRECTORY and run extract, cv, train and predict on it."""
     from .pipeline import run_demo
-    from .report import format_summary
+    from .report import format_predictions, format_summary
 
     result = run_demo(directory, seed=seed, n_jobs=jobs, progress=Progress(), log=_log)
     click.echo(format_summary(result.report))

@@ -79,7 +79,7 @@ def load_experiment(path: str | os.PathLike[str]) -> Experiment:
     HmmclfError
         One line naming the file and the problem.
     """
-    from .model import HMMClassifier
+    from .classifier import HMMClassifier
 
     path = Path(path)
     data = _load_toml(path)
@@ -97,7 +97,9 @@ def load_experiment(path: str | os.PathLike[str]) -> Experiment:
         raise HmmclfError(f"{path}: unknown [features] keys {sorted(set(features) - known_features)}")
     known_model = set(inspect.signature(HMMClassifier).parameters) - {"n_jobs"}
     if set(model) - known_model:
-        raise HmmclfError(f"{path}: unknown [model] keys {sorted(set(model) - known_model)}; known: {sorted(known_model)}")
+        raise HmmclfError(
+            f"{path}: unknown [model] keys {sorted(set(model) - known_model)}; known: {sorted(known_model)}"
+        )
     for key, value in cv.items():
         if key not in CV_KEYS or not isinstance(value, int):
             raise HmmclfError(f"{path}: [cv] takes integers folds, seed, repeats; got {key} = {value!r}")
@@ -105,7 +107,7 @@ def load_experiment(path: str | os.PathLike[str]) -> Experiment:
         config = FeatureConfig.from_dict({**FeatureConfig().to_dict(), **features})
         if "class_offsets" in model:
             model = {**model, "class_offsets": tuple(model["class_offsets"])}
-        HMMClassifier(**model)._check_params()
+        HMMClassifier(**model).check_params()
     except (ValueError, TypeError) as exc:
         raise HmmclfError(f"{path}: {exc}") from None
     return Experiment(

@@ -16,7 +16,6 @@ from typing import Any, Mapping
 
 import numpy as np
 
-
 EXTRA_FEATURES = ("flatness", "peakiness", "crest")
 
 
@@ -174,9 +173,9 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax:
     fft_freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
     edges = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
     widths = np.diff(edges)
-    offsets = edges[:, None] - fft_freqs[None, :]
-    rising = -offsets[:-2] / widths[:-1, None]
-    falling = offsets[2:] / widths[1:, None]
+    distance = edges[:, None] - fft_freqs[None, :]
+    rising = -distance[:-2] / widths[:-1, None]
+    falling = distance[2:] / widths[1:, None]
     weights = np.maximum(0.0, np.minimum(rising, falling))
     return weights * (2.0 / (edges[2:] - edges[:-2]))[:, None]
 

@@ -1,10 +1,10 @@
 """Reading labels files: layouts, label sets, groups and the rows that cannot be used.
 
-Four label states are modelled. ``normal`` excludes the others; ``crackle`` and
-``wheeze`` may co-occur, and their co-occurrence is the state ``both``:
+Four label classes are modelled. ``normal`` excludes the others; ``crackle`` and
+``wheeze`` may co-occur, and their co-occurrence is the class ``both``:
 
 ======== ====================
-state    label set
+class    label set
 ======== ====================
 normal   {normal}
 crackle  {crackle}
@@ -42,16 +42,16 @@ import pandas as pd
 
 from .errors import LabelsFileError
 
-LABEL_STATES: tuple[str, ...] = ("normal", "crackle", "wheeze", "both")
-"""The label states, in the order used by every array, report and model file."""
+CLASSES: tuple[str, ...] = ("normal", "crackle", "wheeze", "both")
+"""The label classes, in the order used by every array, report and model file."""
 
-STATE_LABELS: dict[str, tuple[str, ...]] = {
+CLASS_LABELS: dict[str, tuple[str, ...]] = {
     "normal": ("normal",),
     "crackle": ("crackle",),
     "wheeze": ("wheeze",),
     "both": ("crackle", "wheeze"),
 }
-"""The label set each state stands for."""
+"""The label set each class stands for."""
 
 FILE_COLUMNS = ("filename", "file", "file_name", "fname", "path")
 LABEL_COLUMNS = ("label", "labels", "class")
@@ -80,10 +80,10 @@ _TRUE = {"1", "1.0", "true", "yes", "y", "t"}
 _FALSE = {"0", "0.0", "false", "no", "n", "f", ""}
 
 
-def labels_to_state(labels: set[str] | frozenset[str]) -> str:
-    """Map a label set to its state; raise ``ValueError`` when the set is not valid.
+def labels_to_class(labels: set[str] | frozenset[str]) -> str:
+    """Map a label set to its class; raise ``ValueError`` when the set is not valid.
 
-    >>> labels_to_state({"wheeze", "crackle"})
+    >>> labels_to_class({"wheeze", "crackle"})
     'both'
     """
     labels = set(labels)
@@ -94,14 +94,14 @@ def labels_to_state(labels: set[str] | frozenset[str]) -> str:
         raise ValueError("no label")
     if "normal" in labels and len(labels) > 1:
         raise ValueError("contradictory labels: normal together with " + "+".join(sorted(labels - {"normal"})))
-    for state, members in STATE_LABELS.items():
+    for name, members in CLASS_LABELS.items():
         if labels == set(members):
-            return state
+            return name
     raise ValueError("unknown label set " + "+".join(sorted(labels)))  # pragma: no cover
 
 
 def parse_label_text(text: str) -> str:
-    """Parse one cell of a ``label`` column into a state.
+    """Parse one cell of a ``label`` column into a label class.
 
     Raises ``ValueError`` with the skip reason for unknown or contradictory text.
     """
@@ -112,7 +112,7 @@ def parse_label_text(text: str) -> str:
     unknown = [t for t in tokens if t not in _TOKEN_NAMES]
     if unknown:
         raise ValueError(f"unknown label {text.strip()!r}")
-    return labels_to_state({_TOKEN_NAMES[t] for t in tokens})
+    return labels_to_class({_TOKEN_NAMES[t] for t in tokens})
 
 
 def _parse_flag(value: str, column: str) -> bool:
@@ -151,7 +151,7 @@ class LabelTable:
     Attributes
     ----------
     rows : pandas.DataFrame
-        Columns ``file`` (path relative to the data directory), ``state`` and
+        Columns ``file`` (path relative to the data directory), ``class`` and
         ``group`` (string, or None for every row when there is no group column).
     skipped : pandas.DataFrame
         Columns ``file`` and ``reason``, one row per unusable line.
@@ -258,9 +258,7 @@ def read_labels(
     else:
         group_col = str(groups).strip().lower()
         if group_col not in columns:
-            raise LabelsFileError(
-                f"{path}: group column {groups!r} not found (columns: {', '.join(columns)})"
-            )
+            raise LabelsFileError(f"{path}: group column {groups!r} not found (columns: {', '.join(columns)})")
 
     base = Path(data_dir) if data_dir is not None else None
     kept: list[dict[str, object]] = []
@@ -270,7 +268,7 @@ def read_labels(
         try:
             rel = check_relative_path(name)
             if layout == "label":
-                state = parse_label_text(record[label_col])
+                label_class = parse_label_text(record[label_col])
             else:
                 labels = set()
                 if _parse_flag(record[crackle_col], crackle_col):
@@ -281,7 +279,7 @@ def read_labels(
                     labels.add("normal")
                 if layout == "icbhi" and not labels:
                     labels.add("normal")
-                state = labels_to_state(labels)
+                label_class = labels_to_class(labels)
             # The check is lexical: a labels file cannot point outside the data
             # directory, but links the user placed inside it are followed (data
             # collections are often assembled from links).
@@ -293,14 +291,14 @@ def read_labels(
         group = None
         if group_col is not None:
             group = str(record.get(group_col, "")).strip() or None
-        kept.append({"file": rel, "state": state, "group": group})
+        kept.append({"file": rel, "class": label_class, "group": group})
 
-    rows = pd.DataFrame(kept, columns=["file", "state", "group"])
+    rows = pd.DataFrame(kept, columns=["file", "class", "group"])
     # Duplicate rows of one file: keep the first when they agree, drop all when not.
     if len(rows):
         dup_mask = rows.duplicated("file", keep=False)
         if dup_mask.any():
-            conflicting = rows[dup_mask].groupby("file")["state"].nunique()
+            conflicting = rows[dup_mask].groupby("file")["class"].nunique()
             conflicting = set(conflicting[conflicting > 1].index)
             first_of_file = set(rows.drop_duplicates("file").index)
             drop = []

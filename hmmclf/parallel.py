@@ -1,6 +1,6 @@
 """Where parallel work runs: this process and local workers by default, a Dask cluster on request.
 
-Extraction chunks, cross-validation folds and per-state fits go through
+Extraction chunks, cross-validation folds and per-class HMM fits go through
 :func:`parallel_map`. With ``n_jobs`` = N on one machine, the calling process
 runs tasks itself and N - 1 worker processes of loky (joblib's process pool)
 run the others, all drawing from one queue of tasks. The calling process would
@@ -28,8 +28,8 @@ SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 # What the worker processes of each command import before their first task
 # (see start_workers).
 WORKER_MODULES = {
-    "extract": ("hmmclf.cache",),
-    "cv": ("hmmclf.cache", "hmmclf.model", "hmmclf.evaluation", "sklearn.cluster", "sklearn.ensemble"),
+    "extract": ("hmmclf.extraction",),
+    "cv": ("hmmclf.extraction", "hmmclf.classifier", "hmmclf.cv", "sklearn.cluster", "sklearn.ensemble"),
 }
 
 # Every process already runs one task per core: more BLAS/OpenMP threads
@@ -97,8 +97,7 @@ def compute_backend(
         from .errors import HmmclfError
 
         raise HmmclfError(
-            f"--scheduler {address}: the dask backend needs 'dask[distributed]' "
-            f"(pip install 'hmmclf[dask]'): {exc}"
+            f"--scheduler {address}: the dask backend needs 'dask[distributed]' (pip install 'hmmclf[dask]'): {exc}"
         ) from None
     try:
         client = Client(address, timeout=connect_timeout, set_as_default=False)

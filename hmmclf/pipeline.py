@@ -7,6 +7,7 @@ the CLI only parses options, calls these and prints.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import os
 import time
 from dataclasses import dataclass
@@ -16,10 +17,11 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from .audio import DEFAULT_MAX_SECONDS
-from .cache import CACHE_FILE, ExtractResult, FeatureSet, extract_corpus, features_of_chunk, load_feature_set
 from .errors import CacheError, HmmclfError
+from .extraction import ChunkTask, ExtractResult, extract_corpus, features_of_chunk
+from .feature_store import CACHE_FILE, FeatureSet, load_feature_set
 from .features import FeatureConfig
-from .labels import LABEL_STATES, STATE_LABELS
+from .labels import CLASS_LABELS, CLASSES
 
 AUDIO_SUFFIXES = (".wav", ".wave", ".flac", ".ogg", ".aif", ".aiff", ".au", ".w64", ".rf64")
 
@@ -70,7 +72,9 @@ def ensure_features(
                 return features
     if log:
         log(f"{reason}: extracting {data_dir} with {labels_csv} into {features_dir}")
-    result = extract_corpus(data_dir, labels_csv, features_dir, config=config, groups=groups, n_jobs=n_jobs, progress=progress)
+    result = extract_corpus(
+        data_dir, labels_csv, features_dir, config=config, groups=groups, n_jobs=n_jobs, progress=progress
+    )
     if log:
         log(extract_summary(result))
     return result.features
@@ -104,8 +108,8 @@ def new_report_dir(base: str | os.PathLike[str] = "reports", prefix: str = "cv")
 
 
 def make_model(params: dict[str, Any] | None = None):
-    """An :class:`hmmclf.model.HMMClassifier` with the defaults updated by ``params``."""
-    from .model import HMMClassifier
+    """An :class:`hmmclf.classifier.HMMClassifier` with the defaults updated by ``params``."""
+    from .classifier import HMMClassifier
 
     merged = default_model_params()
     merged.update(params or {})
@@ -113,6 +117,10 @@ def make_model(params: dict[str, Any] | None = None):
         return HMMClassifier(**merged)
     except TypeError as exc:
         raise HmmclfError(f"invalid model parameters: {exc}") from None
+
+
+def _repeat_progress(progress: ProgressFn, suffix: str, stage: str, done: int, total: int) -> None:
+    progress(f"{stage} {suffix}", done, total)
 
 
 def run_cv(
@@ -133,7 +141,8 @@ def run_cv(
     ``seed + 1``, ...: the report details the first run and adds every
     repeat's Score, Se and Sp with their mean and standard deviation.
     """
-    from .evaluation import bootstrap_score_interval, cross_validate
+    from .cv import cross_validate
+    from .metrics import bootstrap_score_interval
     from .parallel import release_workers
     from .report import write_cv_report
 
@@ -148,11 +157,16 @@ def run_cv(
     for r in range(repeats):
         stage_progress = progress
         if progress is not None and repeats > 1:
-            stage_progress = lambda stage, done, total, r=r: progress(f"{stage} (repeat {r + 1}/{repeats})", done, total)  # noqa: E731
+            stage_progress = functools.partial(_repeat_progress, progress, f"(repeat {r + 1}/{repeats})")
         try:
             runs.append(
                 cross_validate(
-                    features, model, n_folds=n_folds, seed=seed + r, n_jobs=n_jobs, progress=stage_progress,
+                    features,
+                    model,
+                    n_folds=n_folds,
+                    seed=seed + r,
+                    n_jobs=n_jobs,
+                    progress=stage_progress,
                     baselines=(r == 0),
                 )
             )
@@ -184,14 +198,14 @@ def train_model(
     model_params: dict[str, Any] | None = None,
 ) -> tuple[Any, Path, float]:
     """Fit on every usable clip and save the model; return (model, path, seconds)."""
-    from .model import save_model
+    from .model_io import save_model
 
     started = time.perf_counter()
     if len(features) == 0:
         raise HmmclfError("train: the feature cache holds no usable clips (reasons in its skipped.csv)")
     model = make_model(model_params)
     try:
-        model.fit(features.sequences, features.states, groups=features.groups)
+        model.fit(features.sequences, features.classes, groups=features.groups)
     except ValueError as exc:
         raise HmmclfError(f"train: {exc}") from None
     path = save_model(model, out_path, features.config)
@@ -221,10 +235,10 @@ def predict_clips(
     Returns
     -------
     list of dict
-        Per clip: ``file``, ``labels`` (the label set), ``state``,
-        ``log_likelihood`` and ``posterior`` per state; or ``file`` and ``error``.
+        Per clip: ``file``, ``labels`` (the label set), ``class``,
+        ``log_likelihood`` and ``posterior`` per class; or ``file`` and ``error``.
     """
-    from .model import load_model, softmax
+    from .model_io import load_model
     from .parallel import parallel_map
 
     model, config = load_model(model_path)
@@ -234,28 +248,26 @@ def predict_clips(
     if not clips:
         raise HmmclfError(f"no audio files found in {', '.join(str(p) for p in paths)}")
     chunks = [absolute[k : k + chunk_size] for k in range(0, len(absolute), chunk_size)]
-    tasks = [(chunk, config, DEFAULT_MAX_SECONDS, False) for chunk in chunks]
-    results = [r for chunk in parallel_map(features_of_chunk, tasks, n_jobs=n_jobs) for r, _ in chunk]
-    ok = [i for i, r in enumerate(results) if r[0] == "ok"]
+    tasks = [ChunkTask(chunk, config, DEFAULT_MAX_SECONDS) for chunk in chunks]
+    results = [r for chunk in parallel_map(features_of_chunk, tasks, n_jobs=n_jobs) for r in chunk]
+    ok = [i for i, r in enumerate(results) if r.usable]
     out: list[dict[str, Any]] = [{"file": c} for c in clips]
     if ok:
-        sequences = [results[i][1] for i in ok]
-        log_likelihood = model.log_likelihood(sequences)
-        scores = model.decision_scores(sequences, log_likelihood=log_likelihood)
-        posterior = softmax(scores)
+        scored = model.score_clips([results[i].features for i in ok])
+        posterior = scored.posterior
         for row, i in enumerate(ok):
-            state = LABEL_STATES[int(np.argmax(scores[row]))]
+            label_class = CLASSES[int(np.argmax(scored.decision[row]))]
             out[i].update(
                 {
-                    "labels": list(STATE_LABELS[state]),
-                    "state": state,
-                    "log_likelihood": {s: round(float(v), 4) for s, v in zip(LABEL_STATES, log_likelihood[row])},
-                    "posterior": {s: round(float(v), 6) for s, v in zip(LABEL_STATES, posterior[row])},
+                    "labels": list(CLASS_LABELS[label_class]),
+                    "class": label_class,
+                    "log_likelihood": {c: round(float(v), 4) for c, v in zip(CLASSES, scored.log_likelihood[row])},
+                    "posterior": {c: round(float(v), 6) for c, v in zip(CLASSES, posterior[row])},
                 }
             )
     for i, r in enumerate(results):
-        if r[0] == "skip":
-            out[i]["error"] = r[1]
+        if not r.usable:
+            out[i]["error"] = r.skip_reason
     return out
 
 
@@ -289,18 +301,25 @@ def run_demo(
     say = log or (lambda message: None)
     synthesize_corpus(directory, seed=seed)
     say(f"demo: synthesised corpus in {directory}/train with {directory}/train.csv")
-    extracted = extract_corpus(directory / "train", directory / "train.csv", directory / "features", n_jobs=n_jobs, progress=progress)
+    extracted = extract_corpus(
+        directory / "train", directory / "train.csv", directory / "features", n_jobs=n_jobs, progress=progress
+    )
     say(extract_summary(extracted))
     report_dir = new_report_dir(directory / "reports")
     report = run_cv(
-        extracted.features, report_dir, n_folds=n_folds, seed=seed, n_jobs=n_jobs, progress=progress,
+        extracted.features,
+        report_dir,
+        n_folds=n_folds,
+        seed=seed,
+        n_jobs=n_jobs,
+        progress=progress,
         command=f"hmmclf demo {directory} --seed {seed}",
     )
     _, model_path, train_seconds = train_model(extracted.features, directory / "model.npz")
     say(f"demo: model trained on all clips in {train_seconds:.1f} s -> {model_path}")
     labels = pd.read_csv(directory / "train.csv")
-    # One clip per label state, plus the unreadable file, to show both kinds of output.
-    examples = [labels.loc[labels["label"] == state, "filename"].iloc[0] for state in LABEL_STATES]
+    # One clip per label class, plus the unreadable file, to show both kinds of output.
+    examples = [labels.loc[labels["label"] == name, "filename"].iloc[0] for name in CLASSES]
     examples += [f for f in labels["filename"] if f not in extracted.features.files][:1]
     predictions = predict_clips([directory / "train" / f for f in examples], model_path)
     return DemoResult(

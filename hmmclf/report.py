@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from ._atomic import atomic_open, atomic_path, atomic_write_text
-from .evaluation import CVResult
-from .labels import LABEL_STATES
+from ._atomic import atomic_open, atomic_write_text
+from .cv import CVResult
+from .figures import plot_confusion, plot_folds, plot_tradeoff, tradeoff_curve
+from .labels import CLASSES
 
 BASELINE_TITLES = {
     "always_normal": "always normal",
@@ -42,7 +43,9 @@ def _pct(value: float | None) -> str:
 def report_dict(result: CVResult, command: str | None = None, extra: dict | None = None) -> dict[str, Any]:
     """The content of ``report.json``."""
     m = result.metrics
-    fold_stats = {key: dict(zip(("mean", "std"), result.fold_summary(key))) for key in ("score", "sensitivity", "specificity")}
+    fold_stats = {
+        key: dict(zip(("mean", "std"), result.fold_summary(key))) for key in ("score", "sensitivity", "specificity")
+    }
     out = {
         "hmmclf_version": __version__,
         "command": command,
@@ -53,7 +56,7 @@ def report_dict(result: CVResult, command: str | None = None, extra: dict | None
         "n_clips": m["n"],
         "per_class": m["per_class"],
         "confusion_matrix": m["confusion_matrix"],
-        "confusion_matrix_order": list(LABEL_STATES),
+        "confusion_matrix_order": list(CLASSES),
         "fold_mean_std": fold_stats,
         "folds": result.folds,
         "baseline": result.baselines.get("always_normal"),
@@ -73,9 +76,9 @@ def format_summary(report: dict[str, Any]) -> str:
     """Compact terminal table: Score/Se/Sp of the model and the baselines, per-class recall, confusion."""
     lines = []
     rows = [("hmmclf", report)] + [(BASELINE_TITLES.get(k, k), v) for k, v in report.get("baselines", {}).items()]
-    lines.append(f"{'':24s} {'Score':>6s} {'Se':>6s} {'Sp':>6s}   " + " ".join(f"{s:>7s}" for s in LABEL_STATES))
+    lines.append(f"{'':24s} {'Score':>6s} {'Se':>6s} {'Sp':>6s}   " + " ".join(f"{s:>7s}" for s in CLASSES))
     for name, m in rows:
-        recalls = " ".join(f"{_pct(m['per_class'][s]['recall']):>7s}" for s in LABEL_STATES)
+        recalls = " ".join(f"{_pct(m['per_class'][s]['recall']):>7s}" for s in CLASSES)
         lines.append(
             f"{name:24s} {_pct(m['score']):>6s} {_pct(m['sensitivity']):>6s} {_pct(m['specificity']):>6s}   {recalls}"
         )
@@ -84,9 +87,12 @@ def format_summary(report: dict[str, Any]) -> str:
         fs = report["fold_mean_std"]
         lines.append(
             "over folds: Score {} ± {}, Se {} ± {}, Sp {} ± {}".format(
-                _pct(fs["score"]["mean"]), _pct(fs["score"]["std"]),
-                _pct(fs["sensitivity"]["mean"]), _pct(fs["sensitivity"]["std"]),
-                _pct(fs["specificity"]["mean"]), _pct(fs["specificity"]["std"]),
+                _pct(fs["score"]["mean"]),
+                _pct(fs["score"]["std"]),
+                _pct(fs["sensitivity"]["mean"]),
+                _pct(fs["sensitivity"]["std"]),
+                _pct(fs["specificity"]["mean"]),
+                _pct(fs["specificity"]["std"]),
             )
         )
     if report.get("repeat_mean_std"):
@@ -99,11 +105,14 @@ def format_summary(report: dict[str, Any]) -> str:
         )
     if report.get("score_interval"):
         ci = report["score_interval"]
-        lines.append(f"Score {int(ci['level'] * 100)}% bootstrap interval over {ci['resampled']}: {_pct(ci['low'])} to {_pct(ci['high'])}")
+        lines.append(
+            f"Score {int(ci['level'] * 100)}% bootstrap interval over {ci['resampled']}: "
+            f"{_pct(ci['low'])} to {_pct(ci['high'])}"
+        )
     lines.append("confusion (rows true, columns predicted):")
-    lines.append(f"{'':9s}" + "".join(f"{s:>9s}" for s in LABEL_STATES))
-    for state, row in zip(LABEL_STATES, report["confusion_matrix"]):
-        lines.append(f"{state:9s}" + "".join(f"{v:>9d}" for v in row))
+    lines.append(f"{'':9s}" + "".join(f"{s:>9s}" for s in CLASSES))
+    for name, row in zip(CLASSES, report["confusion_matrix"]):
+        lines.append(f"{name:9s}" + "".join(f"{v:>9d}" for v in row))
     return "\n".join(lines)
 
 
@@ -126,19 +135,27 @@ def format_markdown(report: dict[str, Any]) -> str:
     for warning in report.get("warnings", []):
         out += [f"> **Warning:** {warning}", ""]
     out += ["## Scores (ICBHI 2017 definitions, pooled out-of-fold predictions)", ""]
-    out += ["| system | Score | Se | Sp | " + " | ".join(f"recall {s}" for s in LABEL_STATES) + " |"]
-    out += ["|---" * (4 + len(LABEL_STATES)) + "|"]
+    out += ["| system | Score | Se | Sp | " + " | ".join(f"recall {s}" for s in CLASSES) + " |"]
+    out += ["|---" * (4 + len(CLASSES)) + "|"]
     rows = [("**hmmclf**", report)] + [(BASELINE_TITLES.get(k, k), v) for k, v in report.get("baselines", {}).items()]
     for name, m in rows:
         out.append(
             f"| {name} | {_pct(m['score'])} | {_pct(m['sensitivity'])} | {_pct(m['specificity'])} | "
-            + " | ".join(_pct(m["per_class"][s]["recall"]) for s in LABEL_STATES)
+            + " | ".join(_pct(m["per_class"][s]["recall"]) for s in CLASSES)
             + " |"
         )
-    out += ["", "Se: exact-state hits over all abnormal clips; Sp: recall of normal; Score = (Se+Sp)/2.", ""]
+    out += ["", "Se: exact-class hits over all abnormal clips; Sp: recall of normal; Score = (Se+Sp)/2.", ""]
     if report.get("repeats"):
-        out += ["Repeated CV (the tables below detail the first seed):", "", "| seed | Score | Se | Sp |", "|---|---|---|---|"]
-        out += [f"| {r['seed']} | {_pct(r['score'])} | {_pct(r['sensitivity'])} | {_pct(r['specificity'])} |" for r in report["repeats"]]
+        out += [
+            "Repeated CV (the tables below detail the first seed):",
+            "",
+            "| seed | Score | Se | Sp |",
+            "|---|---|---|---|",
+        ]
+        out += [
+            f"| {r['seed']} | {_pct(r['score'])} | {_pct(r['sensitivity'])} | {_pct(r['specificity'])} |"
+            for r in report["repeats"]
+        ]
         rs = report["repeat_mean_std"]
         out += [
             f"| mean ± std | {_pct(rs['score']['mean'])} ± {_pct(rs['score']['std'])} | "
@@ -148,16 +165,31 @@ def format_markdown(report: dict[str, Any]) -> str:
         ]
     if report.get("score_interval"):
         ci = report["score_interval"]
-        out += [f"Score {int(ci['level'] * 100)}% bootstrap interval (resampling {ci['resampled']}): {_pct(ci['low'])} – {_pct(ci['high'])}", ""]
-    out += ["## Per class", "", "| state | precision | recall | F1 | support |", "|---|---|---|---|---|"]
-    for s in LABEL_STATES:
+        out += [
+            f"Score {int(ci['level'] * 100)}% bootstrap interval (resampling {ci['resampled']}): "
+            f"{_pct(ci['low'])} – {_pct(ci['high'])}",
+            "",
+        ]
+    out += ["## Per class", "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    for s in CLASSES:
         c = report["per_class"][s]
         out.append(f"| {s} | {_pct(c['precision'])} | {_pct(c['recall'])} | {_pct(c['f1'])} | {c['support']} |")
-    out += ["", "## Confusion matrix (rows true, columns predicted)", "", "| true \\ predicted | " + " | ".join(LABEL_STATES) + " |"]
-    out += ["|---" * (1 + len(LABEL_STATES)) + "|"]
-    for state, row in zip(LABEL_STATES, report["confusion_matrix"]):
-        out.append(f"| {state} | " + " | ".join(str(v) for v in row) + " |")
-    out += ["", "## Folds", "", "| fold | train | test | Score | Se | Sp | test groups |", "|---|---|---|---|---|---|---|"]
+    out += [
+        "",
+        "## Confusion matrix (rows true, columns predicted)",
+        "",
+        "| true \\ predicted | " + " | ".join(CLASSES) + " |",
+    ]
+    out += ["|---" * (1 + len(CLASSES)) + "|"]
+    for name, row in zip(CLASSES, report["confusion_matrix"]):
+        out.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
+    out += [
+        "",
+        "## Folds",
+        "",
+        "| fold | train | test | Score | Se | Sp | test groups |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for f in report["folds"]:
         m = f["metrics"]
         groups = ", ".join(f["test_groups"][:12]) + (" …" if len(f["test_groups"]) > 12 else "")
@@ -167,35 +199,6 @@ def format_markdown(report: dict[str, Any]) -> str:
         )
     out += ["", "## Configuration", "", "```json", json.dumps(cfg, indent=2), "```", ""]
     return "\n".join(out)
-
-
-def plot_confusion(confusion: list[list[int]], path: str | os.PathLike[str], title: str = "") -> None:
-    """Confusion matrix as a PNG: counts, and colour by row-normalised rate."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    counts = np.asarray(confusion, dtype=float)
-    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(5.2, 4.4), dpi=100)
-    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    for i in range(counts.shape[0]):
-        for j in range(counts.shape[1]):
-            ax.text(
-                j, i, f"{int(counts[i, j])}\n{100 * rates[i, j]:.0f}%", ha="center", va="center",
-                color="white" if rates[i, j] > 0.6 else "black", fontsize=9,
-            )
-    ax.set_xticks(range(len(LABEL_STATES)), LABEL_STATES)
-    ax.set_yticks(range(len(LABEL_STATES)), LABEL_STATES)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title or "confusion matrix (row-normalised colour)")
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
 
 
 def write_cv_report(
@@ -265,110 +268,42 @@ def leaderboard(paths: list[str | os.PathLike[str]]) -> tuple[str, str]:
                 "score": report["score"],
                 "se": report["sensitivity"],
                 "sp": report["specificity"],
-                "recall": [report["per_class"][s]["recall"] for s in LABEL_STATES],
+                "recall": [report["per_class"][s]["recall"] for s in CLASSES],
                 "fold": f"{_pct(fold.get('mean'))} ± {_pct(fold.get('std'))}",
-                "repeats": f"{_pct(repeat['mean'])} ± {_pct(repeat['std'])} ({len(report['repeats'])})" if repeat else "",
+                "repeats": f"{_pct(repeat['mean'])} ± {_pct(repeat['std'])} ({len(report['repeats'])})"
+                if repeat
+                else "",
                 "grouped": "yes" if report.get("grouped") else "NO",
                 "seconds": report.get("seconds"),
                 "directory": directory,
             }
         )
     rows.sort(key=lambda r: -(r["score"] if r["score"] is not None else -1))
-    header = ["experiment", "Score", "Se", "Sp"] + [f"rec {s}" for s in LABEL_STATES] + ["folds μ±σ", "repeats μ±σ", "grouped", "time s", "report"]
+    header = (
+        ["experiment", "Score", "Se", "Sp"]
+        + [f"rec {s}" for s in CLASSES]
+        + ["folds μ±σ", "repeats μ±σ", "grouped", "time s", "report"]
+    )
     table = []
     for r in rows:
         table.append(
             [r["experiment"], _pct(r["score"]), _pct(r["se"]), _pct(r["sp"])]
             + [_pct(v) for v in r["recall"]]
-            + [r["fold"], r["repeats"], r["grouped"], f"{r['seconds']:.1f}" if r["seconds"] is not None else "", r["directory"]]
+            + [
+                r["fold"],
+                r["repeats"],
+                r["grouped"],
+                f"{r['seconds']:.1f}" if r["seconds"] is not None else "",
+                r["directory"],
+            ]
         )
     widths = [max(len(str(x)) for x in col) for col in zip(header, *table)]
     text = "\n".join("  ".join(str(x).ljust(w) for x, w in zip(line, widths)) for line in [header] + table)
     markdown = "\n".join(
-        ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(str(x) for x in line) + " |" for line in table]
+        ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        + ["| " + " | ".join(str(x) for x in line) + " |" for line in table]
     )
     return text, markdown + "\n"
-
-
-def tradeoff_curve(predictions, n_points: int = 60) -> dict[str, list[float]]:
-    """Out-of-fold Se/Sp as one common offset on the abnormal states' scores moves.
-
-    Uses the per-clip posteriors of ``predictions.csv`` (log-posteriors differ
-    from the decision scores by a per-clip constant, so the argmax is the
-    same). Offset 0 is the operating point the model chose.
-    """
-    from .evaluation import icbhi_metrics
-
-    states = np.array(LABEL_STATES)
-    log_post = np.log(np.clip(predictions[[f"posterior_{s}" for s in LABEL_STATES]].to_numpy(float), 1e-300, None))
-    y = predictions["true"].to_numpy(str)
-    margin = log_post[:, 0] - log_post[:, 1:].max(axis=1)
-    offsets = np.unique(np.concatenate([np.quantile(margin, np.linspace(0, 1, n_points)) + 1e-9, [0.0], [margin.min() - 1, margin.max() + 1]]))
-    se, sp = [], []
-    for delta in offsets:
-        shifted = log_post.copy()
-        shifted[:, 1:] += delta
-        m = icbhi_metrics(y, states[np.argmax(shifted, axis=1)])
-        se.append(m["sensitivity"])
-        sp.append(m["specificity"])
-    return {"offset": offsets.tolist(), "sensitivity": se, "specificity": sp}
-
-
-def plot_tradeoff(curve: dict[str, list[float]], chosen: tuple[float, float], path: str | os.PathLike[str]) -> None:
-    """Se against Sp over the offsets, with the chosen point and always-normal marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.2, 4.6), dpi=100)
-    ax.plot(curve["specificity"], curve["sensitivity"], "-", color="#4c72b0", lw=1.5, label="moving the abnormal offset")
-    ax.plot([chosen[1]], [chosen[0]], "o", color="#c44e52", ms=8, label=f"chosen (Se {100 * chosen[0]:.1f}, Sp {100 * chosen[1]:.1f})")
-    ax.plot([1.0], [0.0], "s", color="grey", ms=8, label="always normal (Score 50)")
-    for score in (0.5, 0.6, 0.7):
-        sp = np.linspace(max(0, 2 * score - 1), 1, 50)
-        ax.plot(sp, 2 * score - sp, ":", color="lightgrey", lw=1)
-        ax.text(sp[len(sp) // 2], 2 * score - sp[len(sp) // 2], f"Score {int(score * 100)}", color="grey", fontsize=7)
-    ax.set_xlabel("specificity (recall of normal)")
-    ax.set_ylabel("sensitivity (exact-state hits on abnormal)")
-    ax.set_xlim(0, 1.02)
-    ax.set_ylim(0, 1.02)
-    ax.legend(loc="lower left", fontsize=8)
-    ax.set_title("Se-Sp trade-off (out-of-fold)")
-    fig.tight_layout()
-    from ._atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-
-
-def plot_folds(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    """Per-fold Score, Se and Sp as grouped bars, with the pooled Score as a line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    folds = report["folds"]
-    x = np.arange(len(folds))
-    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
-    for i, (key, colour) in enumerate((("score", "#4c72b0"), ("sensitivity", "#dd8452"), ("specificity", "#55a868"))):
-        values = [np.nan_to_num(f["metrics"][key] if f["metrics"][key] is not None else np.nan) for f in folds]
-        ax.bar(x + (i - 1) * 0.27, values, width=0.27, color=colour, label=key)
-    ax.axhline(report["score"], color="#4c72b0", ls="--", lw=1, label=f"pooled Score {100 * report['score']:.1f}")
-    ax.axhline(0.5, color="grey", ls=":", lw=1, label="always normal")
-    ax.set_xticks(x, [f"fold {f['fold']}\n({len(f['test_groups'])} groups)" if f["test_groups"] else f"fold {f['fold']}" for f in folds])
-    ax.set_ylim(0, 1.22)
-    ax.set_yticks(np.linspace(0, 1, 6))
-    ax.legend(fontsize=7, ncol=3, loc="upper center")
-    ax.set_title("per-fold Score / Se / Sp (spread across patients)")
-    fig.tight_layout()
-    from ._atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
 
 
 def format_html(report: dict[str, Any], images: dict[str, Path]) -> str:
@@ -378,7 +313,9 @@ def format_html(report: dict[str, Any], images: dict[str, Path]) -> str:
 
     def img(name: str, alt: str) -> str:
         data = base64.b64encode(Path(images[name]).read_bytes()).decode()
-        return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
+        caption = html.escape(alt)
+        image = f'<img alt="{caption}" src="data:image/png;base64,{data}">'
+        return f"<figure>{image}<figcaption>{caption}</figcaption></figure>"
 
     def table(header: list[str], rows: list[list[Any]]) -> str:
         head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
@@ -387,16 +324,31 @@ def format_html(report: dict[str, Any], images: dict[str, Path]) -> str:
 
     systems = [("hmmclf", report)] + [(BASELINE_TITLES.get(k, k), v) for k, v in report.get("baselines", {}).items()]
     score_rows = [
-        [name, _pct(m["score"]), _pct(m["sensitivity"]), _pct(m["specificity"])] + [_pct(m["per_class"][s]["recall"]) for s in LABEL_STATES]
+        [name, _pct(m["score"]), _pct(m["sensitivity"]), _pct(m["specificity"])]
+        + [_pct(m["per_class"][s]["recall"]) for s in CLASSES]
         for name, m in systems
     ]
     class_rows = [
-        [s, _pct(report["per_class"][s]["precision"]), _pct(report["per_class"][s]["recall"]), _pct(report["per_class"][s]["f1"]), report["per_class"][s]["support"]]
-        for s in LABEL_STATES
+        [
+            s,
+            _pct(report["per_class"][s]["precision"]),
+            _pct(report["per_class"][s]["recall"]),
+            _pct(report["per_class"][s]["f1"]),
+            report["per_class"][s]["support"],
+        ]
+        for s in CLASSES
     ]
-    confusion_rows = [[s] + row for s, row in zip(LABEL_STATES, report["confusion_matrix"])]
+    confusion_rows = [[s] + row for s, row in zip(CLASSES, report["confusion_matrix"])]
     fold_rows = [
-        [f["fold"], f["train_size"], f["test_size"], _pct(f["metrics"]["score"]), _pct(f["metrics"]["sensitivity"]), _pct(f["metrics"]["specificity"]), ", ".join(f["test_groups"])]
+        [
+            f["fold"],
+            f["train_size"],
+            f["test_size"],
+            _pct(f["metrics"]["score"]),
+            _pct(f["metrics"]["sensitivity"]),
+            _pct(f["metrics"]["specificity"]),
+            ", ".join(f["test_groups"]),
+        ]
         for f in report["folds"]
     ]
     grouping = (
@@ -409,7 +361,9 @@ def format_html(report: dict[str, Any], images: dict[str, Path]) -> str:
     interval = report.get("score_interval")
     interval_html = (
         f"<p>Score {int(interval['level'] * 100)}% bootstrap interval (resampling {interval['resampled']}): "
-        f"{_pct(interval['low'])} – {_pct(interval['high'])}</p>" if interval else ""
+        f"{_pct(interval['low'])} – {_pct(interval['high'])}</p>"
+        if interval
+        else ""
     )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>hmmclf cross-validation report</title>
@@ -422,23 +376,91 @@ figure {{ display: inline-block; margin: 0.5em; }} img {{ max-width: 100%; }}
 .warn {{ color: #b00; }} code {{ background: #f3f3f3; padding: 0 0.2em; }}
 </style></head><body>
 <h1>hmmclf cross-validation report</h1>
-<p>Command: <code>{html.escape(str(report.get('command')))}</code></p>
-<p>{cfg['folds']}-fold stratified CV, seed {cfg['seed']}, {report['n_clips']} clips, {grouping}. Wall time {report['seconds']:.1f} s.</p>
+<p>Command: <code>{html.escape(str(report.get("command")))}</code></p>
+<p>{cfg["folds"]}-fold stratified CV, seed {cfg["seed"]}, {report["n_clips"]} clips, {grouping}.
+Wall time {report["seconds"]:.1f} s.</p>
 {warnings_html}
 <h2>Scores (ICBHI 2017, pooled out-of-fold)</h2>
-{table(["system", "Score", "Se", "Sp"] + [f"recall {s}" for s in LABEL_STATES], score_rows)}
-<p>Se: exact-state hits over all abnormal clips; Sp: recall of normal; Score = (Se+Sp)/2. Always answering normal scores 50.</p>
+{table(["system", "Score", "Se", "Sp"] + [f"recall {s}" for s in CLASSES], score_rows)}
+<p>Se: exact-class hits over all abnormal clips; Sp: recall of normal; Score = (Se+Sp)/2.
+Always answering normal scores 50.</p>
 {interval_html}
 {img("confusion", "Confusion matrix: counts and row-normalised rates")}
 {img("tradeoff", "Sensitivity-specificity trade-off as the abnormal offset moves")}
 {img("folds", "Per-fold Score, Se and Sp")}
 <h2>Per class</h2>
-{table(["state", "precision", "recall", "F1", "support"], class_rows)}
+{table(["class", "precision", "recall", "F1", "support"], class_rows)}
 <h2>Confusion matrix (rows true, columns predicted)</h2>
-{table(["true / predicted"] + list(LABEL_STATES), confusion_rows)}
+{table(["true / predicted"] + list(CLASSES), confusion_rows)}
 <h2>Folds</h2>
 {table(["fold", "train", "test", "Score", "Se", "Sp", "test groups"], fold_rows)}
 <h2>Configuration</h2>
 <pre>{html.escape(json.dumps(cfg, indent=2))}</pre>
 </body></html>
 """
+
+
+def format_fit_report(fit_report: dict[str, Any]) -> str:
+    """What training did, per class HMM and for the decision rule, as indented lines."""
+    lines = []
+    for name in CLASSES:
+        rep = fit_report[name]
+        lines.append(
+            f"  {name:8s} {rep['clips']:5d} clips {rep['frames']:7d} frames, {rep['n_states']} states, "
+            f"{rep['iterations']} EM iterations, "
+            + ("converged" if rep["converged"] else "NOT converged (n_iter reached)")
+        )
+    decision = fit_report.get("decision")
+    if decision:
+        if "offsets" in decision:
+            offsets = ", ".join(f"{c} {v:+.3f}" for c, v in zip(CLASSES, decision["offsets"]))
+            lines.append(
+                f"  decision {decision['rule']}: offsets tuned on {decision['inner_folds']} inner folds: {offsets} "
+                f"(inner Score {100 * decision['inner_score']:.1f})"
+            )
+        elif "thresholds" in decision:
+            lines.append(
+                f"  decision detectors: thresholds {decision['thresholds']} "
+                f"(inner Score {100 * decision['inner_score']:.1f})"
+            )
+        else:
+            lines.append(f"  decision: {decision.get('note', decision['rule'])}")
+    return "\n".join(lines)
+
+
+def format_predictions(results: list[dict], fmt: str) -> str:
+    """Predictions as a table, JSON or CSV."""
+    if fmt == "json":
+        return json.dumps(results, indent=2)
+    if fmt == "csv":
+        import csv
+        import io
+
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(
+            ["file", "labels", "class"]
+            + [f"posterior_{s}" for s in CLASSES]
+            + [f"log_likelihood_{s}" for s in CLASSES]
+            + ["error"]
+        )
+        for r in results:
+            if "error" in r:
+                writer.writerow([r["file"], "", ""] + [""] * 8 + [r["error"]])
+            else:
+                writer.writerow(
+                    [r["file"], "+".join(r["labels"]), r["class"]]
+                    + [r["posterior"][s] for s in CLASSES]
+                    + [r["log_likelihood"][s] for s in CLASSES]
+                    + [""]
+                )
+        return buf.getvalue().rstrip("\n")
+    width = max([len(Path(r["file"]).name) for r in results] + [4])
+    lines = [f"{'file':{width}s}  {'class':8s} " + " ".join(f"{'p_' + s:>9s}" for s in CLASSES)]
+    for r in results:
+        name = Path(r["file"]).name
+        if "error" in r:
+            lines.append(f"{name:{width}s}  ERROR: {r['error']}")
+        else:
+            lines.append(f"{name:{width}s}  {r['class']:8s} " + " ".join(f"{r['posterior'][s]:9.3f}" for s in CLASSES))
+    return "\n".join(lines)

@@ -32,7 +32,9 @@ def _check_positive(name: str, value: float) -> None:
         raise ValueError(f"{name} must be positive, got {value!r}")
 
 
-def breath_noise(duration_s: float, sr: int, rng: np.random.Generator, band: tuple[float, float] = (100.0, 1000.0)) -> np.ndarray:
+def breath_noise(
+    duration_s: float, sr: int, rng: np.random.Generator, band: tuple[float, float] = (100.0, 1000.0)
+) -> np.ndarray:
     """Band-limited noise under an inspiration/expiration envelope, with heart thumps."""
     from scipy.signal import butter, sosfilt
 
@@ -104,7 +106,9 @@ def crackles(duration_s: float, sr: int, rng: np.random.Generator) -> np.ndarray
     return out
 
 
-def synthesize_clip(label: str, duration_s: float, sr: int, rng: np.random.Generator, band: tuple[float, float]) -> np.ndarray:
+def synthesize_clip(
+    label: str, duration_s: float, sr: int, rng: np.random.Generator, band: tuple[float, float]
+) -> np.ndarray:
     """One clip of ``label`` as float samples with a peak between 0.3 and 0.8."""
     if label not in LABELS:
         raise ValueError(f"label must be one of {LABELS}, got {label!r}")
@@ -123,7 +127,9 @@ def _atomic_write(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def synthesize_corpus(out_dir: str | os.PathLike[str], n_per_class: int = 24, n_patients: int = 12, seed: int = 0) -> Path:
+def synthesize_corpus(
+    out_dir: str | os.PathLike[str], n_per_class: int = 24, n_patients: int = 12, seed: int = 0
+) -> Path:
     """Write ``out_dir/train/*.wav`` and ``out_dir/train.csv`` (filename, patient_id, label).
 
     ``n_per_class`` clips of each label, 1.5-4 s long, 16-bit PCM, spread over
@@ -156,7 +162,9 @@ def synthesize_corpus(out_dir: str | os.PathLike[str], n_per_class: int = 24, n_
             patient = patients[(k + LABELS.index(label)) % n_patients]
             name = f"{label}_{k:03d}.wav"
             samples = synthesize_clip(label, rng.uniform(1.5, 4.0), patient["rate"], rng, patient["band"])
-            _atomic_write(train / name, lambda tmp: sf.write(str(tmp), samples, patient["rate"], subtype="PCM_16", format="WAV"))
+            _atomic_write(
+                train / name, lambda tmp: sf.write(str(tmp), samples, patient["rate"], subtype="PCM_16", format="WAV")
+            )
             rows.append({"filename": name, "patient_id": patient["id"], "label": label})
     _atomic_write(train / BROKEN_FILE, lambda tmp: tmp.write_bytes(b"RIFF\x00\x00\x00\x00WAVE this file is not audio"))
     rows.append({"filename": BROKEN_FILE, "patient_id": patients[0]["id"], "label": "normal"})

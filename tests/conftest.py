@@ -9,6 +9,16 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+
+@pytest.fixture(autouse=True)
+def one_thread_per_process():
+    """One BLAS/OpenMP thread per process: k-means and numpy would otherwise oversubscribe 2 cores."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        yield
+
+
 SHARED_ICBHI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "icbhi"
 
 

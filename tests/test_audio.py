@@ -1,11 +1,10 @@
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import make_signal, write_wav
 
 from hmmclf.audio import load_clip, resample
 from hmmclf.errors import AudioError
-
-from conftest import make_signal, write_wav
 
 
 @pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"])

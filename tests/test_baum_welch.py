@@ -9,7 +9,7 @@ import pytest
 from hmmlearn.hmm import GaussianHMM
 
 from hmmclf.baum_welch import UnderflowError, fit_diag_gaussian_hmm, gaussian_log_density, sequence_log_likelihoods
-from hmmclf.model import HMMClassifier
+from hmmclf.classifier import HMMClassifier
 
 
 def sampled_sequences(seed: int = 0, n_sequences: int = 25, n_features: int = 3):
@@ -30,8 +30,13 @@ def sampled_sequences(seed: int = 0, n_sequences: int = 25, n_features: int = 3)
 
 def hmmlearn_fit(frames, lengths, start, n_iter, tol):
     hmm = GaussianHMM(
-        n_components=len(start[0]), covariance_type="diag", n_iter=n_iter, tol=tol,
-        init_params="", params="stmc", implementation="scaling",
+        n_components=len(start[0]),
+        covariance_type="diag",
+        n_iter=n_iter,
+        tol=tol,
+        init_params="",
+        params="stmc",
+        implementation="scaling",
     )
     hmm.startprob_, hmm.transmat_, hmm.means_, hmm.covars_ = (np.array(a, dtype=float) for a in start)
     logger = logging.getLogger("hmmlearn.base")
@@ -124,7 +129,7 @@ def test_sequence_log_likelihoods_fall_back_to_log_space():
 
 
 def test_classifier_falls_back_to_log_space_fit(monkeypatch):
-    import hmmclf.model as model_module
+    import hmmclf.label_hmm as model_module
 
     def always_underflow(*args, **kwargs):
         raise UnderflowError("forced for the test")

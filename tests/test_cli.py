@@ -53,7 +53,7 @@ def test_end_to_end_in_the_take_home_layout(runner, corpus):
     result = invoke(runner, ["predict", "train/p0_wheeze_0.wav", "--format", "json"], corpus)
     assert result.exit_code == 0, result.output
     (entry,) = json.loads(result.output)
-    assert set(entry) == {"file", "labels", "state", "log_likelihood", "posterior"}
+    assert set(entry) == {"file", "labels", "class", "log_likelihood", "posterior"}
     assert sum(entry["posterior"].values()) == pytest.approx(1.0, abs=1e-4)
 
     result = invoke(runner, ["predict", "train", "--format", "json"], corpus)
@@ -62,11 +62,11 @@ def test_end_to_end_in_the_take_home_layout(runner, corpus):
     assert len(entries) == 33
     broken = [e for e in entries if "error" in e]
     assert len(broken) == 1 and broken[0]["file"].endswith("broken.wav")
-    states = {e["state"] for e in entries if "state" in e}
-    assert states <= {"normal", "crackle", "wheeze", "both"}
+    classes = {e["class"] for e in entries if "class" in e}
+    assert classes <= {"normal", "crackle", "wheeze", "both"}
 
     result = invoke(runner, ["predict", "train/p1_both_0.wav", "--format", "csv"], corpus)
-    assert result.output.splitlines()[0].startswith("file,labels,state")
+    assert result.output.splitlines()[0].startswith("file,labels,class")
     result = invoke(runner, ["predict", "train/p1_both_0.wav"], corpus)
     assert "p1_both_0.wav" in result.output
 

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-distributed = pytest.importorskip("distributed")
-
-from hmmclf.cache import extract_corpus
-from hmmclf.evaluation import cross_validate
-from hmmclf.model import HMMClassifier
+from hmmclf.classifier import HMMClassifier
+from hmmclf.cv import cross_validate
+from hmmclf.extraction import extract_corpus
 from hmmclf.parallel import compute_backend
+
+distributed = pytest.importorskip("distributed")
 
 
 def test_extract_and_cv_through_a_local_cluster_match_local(corpus, tmp_path):

@@ -3,15 +3,19 @@ import json
 import numpy as np
 import pytest
 
-from hmmclf.cache import extract_corpus
-from hmmclf.evaluation import bootstrap_score_interval, cross_validate, icbhi_metrics, icbhi_score_from_indices, make_folds
-from hmmclf.labels import LABEL_STATES
-from hmmclf.model import HMMClassifier
+from hmmclf.classifier import HMMClassifier
+from hmmclf.cv import cross_validate
+from hmmclf.extraction import extract_corpus
+from hmmclf.labels import CLASSES
+from hmmclf.metrics import bootstrap_score_interval, icbhi_metrics, icbhi_score_from_indices
+from hmmclf.splits import make_folds
 
 
 def test_icbhi_definitions():
     y_true = np.array(["normal"] * 4 + ["crackle"] * 2 + ["wheeze"] * 2 + ["both"] * 2)
-    y_pred = np.array(["normal", "normal", "normal", "wheeze", "crackle", "normal", "wheeze", "wheeze", "crackle", "both"])
+    y_pred = np.array(
+        ["normal", "normal", "normal", "wheeze", "crackle", "normal", "wheeze", "wheeze", "crackle", "both"]
+    )
     m = icbhi_metrics(y_true, y_pred)
     assert m["specificity"] == pytest.approx(0.75)
     # Abnormal hits: crackle 1, wheeze 2, both 1 ("both" predicted as "crackle" is a miss) -> 4/6.
@@ -29,7 +33,7 @@ def test_always_normal_scores_one_half():
 
 
 def test_metrics_refuse_unknown_states():
-    with pytest.raises(ValueError, match="unknown states"):
+    with pytest.raises(ValueError, match="unknown classes"):
         icbhi_metrics(np.array(["normal"]), np.array(["rhonchi"]))
 
 
@@ -85,17 +89,15 @@ def test_score_from_indices_equals_icbhi_metrics(seed):
     # Some draws hold no normal clip, or no abnormal one: the NaN-aware mean must agree too.
     true = rng.integers(0 if seed % 3 else 1, 1 if seed == 5 else 4, n)
     pred = rng.integers(0, 4, n)
-    states = np.array(LABEL_STATES)
+    states = np.array(CLASSES)
     expected = icbhi_metrics(states[true], states[pred])["score"]
     assert icbhi_score_from_indices(true, pred) == pytest.approx(expected, nan_ok=True)
-
 
 
 def test_cross_validate_gives_the_same_results_on_one_or_two_processes(corpus, tmp_path):
     features = extract_corpus(corpus / "train", corpus / "train.csv", tmp_path / "f", n_jobs=1).features
     runs = [
-        cross_validate(features, HMMClassifier(n_states=2, n_iter=3), n_folds=2, seed=0, n_jobs=jobs)
-        for jobs in (1, 2)
+        cross_validate(features, HMMClassifier(n_states=2, n_iter=3), n_folds=2, seed=0, n_jobs=jobs) for jobs in (1, 2)
     ]
     assert runs[0].predictions.equals(runs[1].predictions)
     # (JSON text, so that NaN rates compare equal.)

@@ -39,7 +39,8 @@ def test_bad_configs_are_one_line_errors(tmp_path, text, message):
 
 def test_cv_with_config_repeats_and_compare(corpus):
     (corpus / "small.toml").write_text(
-        'name = "small"\ndescription = "tiny"\n[features]\nn_mfcc = 8\n[model]\nn_states = 2\nn_iter = 3\n[cv]\nfolds = 2\nrepeats = 2\n'
+        'name = "small"\ndescription = "tiny"\n[features]\nn_mfcc = 8\n'
+        "[model]\nn_states = 2\nn_iter = 3\n[cv]\nfolds = 2\nrepeats = 2\n"
     )
     runner = CliRunner()
     old = os.getcwd()
@@ -57,7 +58,11 @@ def test_cv_with_config_repeats_and_compare(corpus):
     assert report["experiment"]["name"] == "small" and report["config"]["folds"] == 2
     assert report["config"]["feature_config"]["n_mfcc"] == 8
     assert len(report["repeats"]) == 2 and {r["seed"] for r in report["repeats"]} == {0, 1}
-    assert (corpus / "features" / f"config-{__import__('hmmclf.features', fromlist=['x']).FeatureConfig(n_mfcc=8).fingerprint()}").is_dir()
+    assert (
+        corpus
+        / "features"
+        / f"config-{__import__('hmmclf.features', fromlist=['x']).FeatureConfig(n_mfcc=8).fingerprint()}"
+    ).is_dir()
     board = (corpus / "board.md").read_text()
     assert "| small |" in board and "| default |" in board
     assert "small" in result.output and "Score" in result.output

@@ -1,9 +1,8 @@
 import numpy as np
 import pytest
+from conftest import make_signal
 
 from hmmclf.features import FeatureConfig, compute_features
-
-from conftest import make_signal
 
 
 def test_shapes_and_dtype(rng):
@@ -61,8 +60,14 @@ def test_mfcc_equal_librosa_reference(rng):
     config = FeatureConfig(deltas=0, cepstral_mean_norm=False)
     y = make_signal("crackle", 1.0, 4000, rng)
     reference = librosa.feature.mfcc(
-        y=y, sr=4000, n_mfcc=config.n_mfcc, n_fft=config.frame_length, hop_length=config.hop_length,
-        n_mels=config.n_mels, fmin=config.fmin, fmax=config.fmax,
+        y=y,
+        sr=4000,
+        n_mfcc=config.n_mfcc,
+        n_fft=config.frame_length,
+        hop_length=config.hop_length,
+        n_mels=config.n_mels,
+        fmin=config.fmin,
+        fmax=config.fmax,
     ).T
     np.testing.assert_allclose(compute_features(y, config), reference, rtol=1e-4, atol=1e-3)
 
@@ -81,11 +86,16 @@ def test_mel_filterbank_equals_librosa():
 
     from hmmclf.features import mel_filterbank
 
-    for sr, n_fft, n_mels, fmin, fmax in ((4000, 256, 30, 50.0, 1200.0), (8000, 512, 40, 0.0, 4000.0), (4000, 256, 26, 100.0, 1000.0)):
+    for sr, n_fft, n_mels, fmin, fmax in (
+        (4000, 256, 30, 50.0, 1200.0),
+        (8000, 512, 40, 0.0, 4000.0),
+        (4000, 256, 26, 100.0, 1000.0),
+    ):
         np.testing.assert_allclose(
             mel_filterbank(sr, n_fft, n_mels, fmin, fmax),
             librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax),
-            rtol=1e-5, atol=1e-7,
+            rtol=1e-5,
+            atol=1e-7,
         )
 
 

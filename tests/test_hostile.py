@@ -8,11 +8,10 @@ import pandas as pd
 import pytest
 import soundfile as sf
 from click.testing import CliRunner
+from conftest import build_corpus, make_signal, write_wav
 
 from hmmclf._atomic import directory_lock
 from hmmclf.cli import main
-
-from conftest import build_corpus, make_signal, write_wav
 
 EXPECTED_SKIPS = {
     "zero_bytes.wav": "empty file (zero bytes)",
@@ -35,7 +34,15 @@ EXPECTED_SKIPS = {
     "dup_same.wav": "duplicate row (first kept)",
 }
 
-UNUSUAL_BUT_VALID = ["pcm24.wav", "pcm32.wav", "float.wav", "stereo.wav", "six_channels.wav", "rate_2k.wav", "rate_48k.wav"]
+UNUSUAL_BUT_VALID = [
+    "pcm24.wav",
+    "pcm32.wav",
+    "float.wav",
+    "stereo.wav",
+    "six_channels.wav",
+    "rate_2k.wav",
+    "rate_48k.wav",
+]
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +81,21 @@ def hostile(tmp_path_factory):
     labels = pd.read_csv(root / "train.csv")
     extra = [
         (name, "P9", "normal")
-        for name in ["zero_bytes.wav", "truncated_header.wav", "random_bytes.wav", "text.wav", "zero_samples.wav", "too_short.wav",
-                     "nan_samples.wav", "inf_samples.wav", "silent.wav", "ten_minutes.wav", "not_on_disk.wav", "../outside.wav", "/etc/passwd"]
+        for name in [
+            "zero_bytes.wav",
+            "truncated_header.wav",
+            "random_bytes.wav",
+            "text.wav",
+            "zero_samples.wav",
+            "too_short.wav",
+            "nan_samples.wav",
+            "inf_samples.wav",
+            "silent.wav",
+            "ten_minutes.wav",
+            "not_on_disk.wav",
+            "../outside.wav",
+            "/etc/passwd",
+        ]
     ]
     extra += [
         ("unknown_label.wav", "P9", "rhonchi"),
@@ -118,7 +138,7 @@ def test_extract_skips_every_broken_input_with_its_reason(hostile):
     for name in UNUSUAL_BUT_VALID + ["dup_same.wav"]:
         assert name in set(index["file"]), name
     assert len(index) == 32 + len(UNUSUAL_BUT_VALID) + 1
-    from hmmclf.cache import load_feature_set
+    from hmmclf.feature_store import load_feature_set
 
     features = load_feature_set(hostile / "features" / "features.npz")
     assert all(np.isfinite(s).all() for s in features.sequences)
@@ -133,9 +153,9 @@ def test_cv_train_and_predict_survive_the_hostile_corpus(hostile):
     assert result.exit_code == 1 and "Traceback" not in result.output
     entries = {os.path.basename(e["file"]): e for e in json.loads(result.stdout)}
     for name in ("zero_bytes.wav", "text.wav", "nan_samples.wav", "too_short.wav", "silent.wav", "ten_minutes.wav"):
-        assert "error" in entries[name] and "state" not in entries[name], name
+        assert "error" in entries[name] and "class" not in entries[name], name
     for name in UNUSUAL_BUT_VALID:
-        assert entries[name]["state"] in ("normal", "crackle", "wheeze", "both"), name
+        assert entries[name]["class"] in ("normal", "crackle", "wheeze", "both"), name
     result = run(["predict", "train/not_on_disk.wav", "--format", "json"], hostile)
     assert result.exit_code == 1 and json.loads(result.stdout)[0]["error"] == "missing file"
 
@@ -160,11 +180,14 @@ def test_tampered_models_through_the_cli(hostile, tmp_path):
 
 def test_broken_label_files_are_one_line_errors(tmp_path):
     (tmp_path / "train").mkdir()
-    for content, message in ((b"", "labels file is empty"), (b"\xef\xbb\xbfwho;what\nx;y\n", "no file column found (columns: who, what)")):
+    for content, message in (
+        (b"", "labels file is empty"),
+        (b"\xef\xbb\xbfwho;what\nx;y\n", "no file column found (columns: who, what)"),
+    ):
         (tmp_path / "train.csv").write_bytes(content)
         result = run(["extract"], tmp_path)
         assert result.exit_code == 2, result.output
-        lines = [l for l in result.stderr.splitlines() if l.startswith("hmmclf: error:")]
+        lines = [line for line in result.stderr.splitlines() if line.startswith("hmmclf: error:")]
         assert len(lines) == 1 and message in lines[0] and "train.csv" in lines[0]
         assert "Traceback" not in result.output
 

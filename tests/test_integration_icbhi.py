@@ -6,10 +6,9 @@ import os
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import SHARED_ICBHI
 
 from hmmclf.cli import main
-
-from conftest import SHARED_ICBHI
 
 pytestmark = pytest.mark.skipif(not (SHARED_ICBHI / "train.csv").exists(), reason="../shared/data/icbhi not present")
 
@@ -27,7 +26,9 @@ def test_extract_and_cv_on_a_patient_subset(tmp_path):
     os.chdir(tmp_path)
     try:
         data = str(SHARED_ICBHI / "train")
-        result = runner.invoke(main, ["extract", "--data", data, "--labels", "subset.csv", "--jobs", "2"], catch_exceptions=False)
+        result = runner.invoke(
+            main, ["extract", "--data", data, "--labels", "subset.csv", "--jobs", "2"], catch_exceptions=False
+        )
         assert result.exit_code == 0, result.output
         assert f"{len(subset)} clips usable" in result.output
         result = runner.invoke(main, ["cv", "--folds", "3", "--out", "report", "--jobs", "2"], catch_exceptions=False)

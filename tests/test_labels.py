@@ -1,10 +1,11 @@
 from pathlib import Path
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hmmclf.errors import LabelsFileError
-from hmmclf.labels import check_relative_path, labels_to_state, parse_label_text, read_labels
+from hmmclf.labels import check_relative_path, labels_to_class, parse_label_text, read_labels
 
 
 def write(tmp_path: Path, text: str, name: str = "labels.csv", encoding: str = "utf-8") -> Path:
@@ -31,17 +32,19 @@ def test_parse_label_text(text, state):
     assert parse_label_text(text) == state
 
 
-@pytest.mark.parametrize("text, reason", [("", "no label"), ("rhonchi", "unknown label"), ("normal+wheeze", "contradictory")])
+@pytest.mark.parametrize(
+    "text, reason", [("", "no label"), ("rhonchi", "unknown label"), ("normal+wheeze", "contradictory")]
+)
 def test_parse_label_text_rejects(text, reason):
     with pytest.raises(ValueError, match=reason):
         parse_label_text(text)
 
 
 def test_labels_to_state():
-    assert labels_to_state({"crackle", "wheeze"}) == "both"
-    assert labels_to_state({"normal"}) == "normal"
+    assert labels_to_class({"crackle", "wheeze"}) == "both"
+    assert labels_to_class({"normal"}) == "normal"
     with pytest.raises(ValueError, match="contradictory"):
-        labels_to_state({"normal", "crackle"})
+        labels_to_class({"normal", "crackle"})
 
 
 @pytest.mark.parametrize("name", ["/etc/passwd", "../x.wav", "a/../../x.wav", "C:\\x.wav", "\\\\server\\x.wav", ""])
@@ -60,16 +63,18 @@ def test_label_layout(tmp_path):
     table = read_labels(path)
     assert table.layout == "label"
     assert table.group_column == "patient_id"
-    assert table.rows["state"].tolist() == ["normal", "both"]
+    assert table.rows["class"].tolist() == ["normal", "both"]
     assert table.skipped["reason"].tolist() == ["unknown label 'bogus'"]
 
 
 def test_icbhi_layout_with_bom_and_semicolons(tmp_path):
-    path = write(tmp_path, "\ufefffilename;crackles;wheezes;recording\na.wav;0;0;r1\nb.wav;1;0;r1\nc.wav;1;1;r2\nd.wav;2;0;r2\n")
+    path = write(
+        tmp_path, "\ufefffilename;crackles;wheezes;recording\na.wav;0;0;r1\nb.wav;1;0;r1\nc.wav;1;1;r2\nd.wav;2;0;r2\n"
+    )
     table = read_labels(path)
     assert table.layout == "icbhi"
     assert table.group_column == "recording"
-    assert table.rows["state"].tolist() == ["normal", "crackle", "both"]
+    assert table.rows["class"].tolist() == ["normal", "crackle", "both"]
     assert "unknown value" in table.skipped["reason"].iloc[0]
 
 
@@ -78,7 +83,7 @@ def test_onehot_layout_contradictions_and_no_label(tmp_path):
     table = read_labels(path, groups="auto")
     assert table.layout == "onehot"
     assert table.group_column is None
-    assert table.rows["state"].tolist() == ["normal", "wheeze"]
+    assert table.rows["class"].tolist() == ["normal", "wheeze"]
     reasons = table.skipped.set_index("file")["reason"]
     assert "contradictory" in reasons["c.wav"]
     assert reasons["d.wav"] == "no label"

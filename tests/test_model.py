@@ -7,18 +7,20 @@ from sklearn.model_selection import cross_validate
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
+from hmmclf.baum_welch import gaussian_log_density, sequence_log_likelihoods
+from hmmclf.classifier import HMMClassifier
+from hmmclf.decision import likelihood_statistics
 from hmmclf.errors import ModelFileError
 from hmmclf.features import FeatureConfig
-from hmmclf.labels import LABEL_STATES
-from hmmclf.baum_welch import sequence_log_likelihoods
-from hmmclf.model import HMMClassifier, gaussian_log_density, load_model, save_model
+from hmmclf.labels import CLASSES
+from hmmclf.model_io import load_model, save_model
 
 
 def toy_data(seed=0, per_class=12, dims=4):
     """Sequences whose state is visible in the frames: each class shifts its mean."""
     rng = np.random.default_rng(seed)
     X, y = [], []
-    for k, state in enumerate(LABEL_STATES):
+    for k, state in enumerate(CLASSES):
         for _ in range(per_class):
             n = int(rng.integers(30, 60))
             base = rng.standard_normal((n, dims))
@@ -32,27 +34,27 @@ def test_fit_predict_far_above_chance():
     X, y = toy_data()
     Xt, yt = toy_data(seed=1)
     model = HMMClassifier(n_states=2, n_iter=10).fit(X, y)
-    assert list(model.classes_) == list(LABEL_STATES)
+    assert list(model.classes_) == list(CLASSES)
     assert np.mean(model.predict(Xt) == yt) > 0.8
     proba = model.predict_proba(Xt)
     assert proba.shape == (len(Xt), 4)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     assert 0.8 < model.score(Xt, yt) <= 1.0
     report = model.fit_report_
-    assert set(report) == set(LABEL_STATES) | {"decision"}
-    assert all(report[s]["iterations"] >= 1 for s in LABEL_STATES)
-    assert report["decision"]["rule"] == "tuned" and len(model.tuned_offsets_) == 4
+    assert set(report) == set(CLASSES) | {"decision"}
+    assert all(report[s]["iterations"] >= 1 for s in CLASSES)
+    assert report["decision"]["rule"] == "tuned" and len(model.decision_rule_.offsets) == 4
 
 
 def test_search_offsets_recovers_a_shifted_decision():
-    from hmmclf.model import search_offsets
+    from hmmclf.decision import search_offsets
 
     rng = np.random.default_rng(0)
     y = np.array(["normal"] * 60 + ["crackle"] * 20 + ["wheeze"] * 20 + ["both"] * 10)
-    truth = np.eye(4)[[LABEL_STATES.index(s) for s in y]]
+    truth = np.eye(4)[[CLASSES.index(s) for s in y]]
     # Informative scores, but every abnormal column pushed down by 3: argmax says "normal".
     scores = truth + 0.3 * rng.standard_normal(truth.shape) - np.array([0, 3.0, 3.0, 3.0])
-    offsets, best = search_offsets(scores, y)
+    offsets, best = search_offsets(scores, np.array([CLASSES.index(s) for s in y]))
     assert offsets[0] == 0 and np.all(offsets[1:] > 2)
     assert best > 0.9
 
@@ -60,7 +62,7 @@ def test_search_offsets_recovers_a_shifted_decision():
 def test_argmax_decision_has_no_offsets():
     X, y = toy_data()
     model = HMMClassifier(n_states=2, n_iter=3, decision="argmax").fit(X, y)
-    assert not model.tuned_offsets_.any() and "decision" not in model.fit_report_
+    assert model.decision_rule_.name == "argmax" and "decision" not in model.fit_report_
 
 
 def test_batched_forward_matches_hmmlearn():
@@ -86,7 +88,7 @@ def test_frame_log_likelihood_sums_to_total():
     per_frame = model.frame_log_likelihood(X[0])
     np.testing.assert_allclose(per_frame.sum(axis=0), model.log_likelihood([X[0]])[0], rtol=1e-9)
     paths = model.decode(X[0])
-    assert set(paths) == set(LABEL_STATES) and len(paths["normal"][1]) == len(X[0])
+    assert set(paths) == set(CLASSES) and len(paths["normal"][1]) == len(X[0])
 
 
 def test_left_right_keeps_its_topology():
@@ -106,7 +108,9 @@ def test_sklearn_api_clone_params_cross_validate_and_pipeline():
     X, y = toy_data(per_class=9)
     scores = cross_validate(HMMClassifier(n_states=2, n_iter=3), X, y, cv=3)
     assert len(scores["test_score"]) == 3 and np.all(scores["test_score"] > 0.5)
-    pipe = Pipeline([("identity", FunctionTransformer(lambda seqs: seqs)), ("hmm", HMMClassifier(n_states=2, n_iter=3))])
+    pipe = Pipeline(
+        [("identity", FunctionTransformer(lambda seqs: seqs)), ("hmm", HMMClassifier(n_states=2, n_iter=3))]
+    )
     assert len(pipe.fit(X, y).predict(X)) == len(X)
 
 
@@ -116,7 +120,7 @@ def test_invalid_input_and_params():
         HMMClassifier().fit(X[:30], y[:30])
     with pytest.raises(ValueError, match="topology"):
         HMMClassifier(topology="circular").fit(X, y)
-    with pytest.raises(ValueError, match="unknown label states"):
+    with pytest.raises(ValueError, match="unknown label classes"):
         HMMClassifier().fit(X, np.where(y == "both", "rhonchi", y))
     with pytest.raises(ValueError, match="sequence of"):
         HMMClassifier().fit(np.zeros((10, 3)), ["normal"] * 10)
@@ -130,7 +134,7 @@ def test_few_frames_reduce_the_states():
     X = [x[:8] for x in X]
     model = HMMClassifier(n_states=5, n_iter=2).fit(X, y)
     report = model.fit_report_
-    assert all(report[s]["n_states"] == 1 and "reduced" in report[s]["note"] for s in LABEL_STATES)
+    assert all(report[s]["n_states"] == 1 and "reduced" in report[s]["note"] for s in CLASSES)
     assert report["decision"]["rule"] == "argmax" and "not tuned" in report["decision"]["note"]
 
 
@@ -173,9 +177,13 @@ def _tamper(tmp_path, change):
         (lambda a: a.__setitem__("both.transmat", a["both.transmat"] * 2), "probability"),
         (lambda a: a.pop("both.startprob"), "missing HMM"),
         (lambda a: a.__setitem__("meta", np.array(json.dumps({"format": "other"}))), "not an hmmclf model"),
-        (lambda a: a.__setitem__(
-            "meta", np.array(str(a["meta"]).replace('"n_mfcc": 2', '"n_mfcc": 3')),
-        ), "fingerprint"),
+        (
+            lambda a: a.__setitem__(
+                "meta",
+                np.array(str(a["meta"]).replace('"n_mfcc": 2', '"n_mfcc": 3')),
+            ),
+            "fingerprint",
+        ),
     ],
 )
 def test_tampered_models_are_refused(tmp_path, change, message):
@@ -214,8 +222,8 @@ def test_stacked_decision_round_trip(tmp_path):
     X, y = toy_data(per_class=15)
     Xt, yt = toy_data(seed=1)
     model = HMMClassifier(n_states=2, n_iter=5, decision="stacked").fit(X, y)
-    assert model.fit_report_["decision"]["rule"] == "stacked" and model.stacker_ is not None
-    assert model.likelihood_statistics(Xt).shape == (len(Xt), 10)
+    assert model.fit_report_["decision"]["rule"] == "stacked" and model.decision_rule_.stacker is not None
+    assert likelihood_statistics(model.score_clips(Xt, frame_increments=True).likelihoods).shape == (len(Xt), 10)
     assert model.score(Xt, yt) > 0.8
     path = save_model(model, tmp_path / "m.npz", FeatureConfig(n_mfcc=2, deltas=1))
     loaded, _ = load_model(path)
@@ -234,12 +242,12 @@ def test_forward_increments_are_prefix_log_likelihoods():
 
 
 def test_detectors_decision_composes_label_sets(tmp_path):
-    from hmmclf.model import detector_scores
+    from hmmclf.decision import detector_scores
 
     X, y = toy_data(per_class=15)
     Xt, yt = toy_data(seed=1)
     model = HMMClassifier(n_states=2, n_iter=5, decision="detectors").fit(X, y)
-    assert model.fit_report_["decision"]["rule"] == "detectors" and model.detector_thresholds_.shape == (2,)
+    assert model.fit_report_["decision"]["rule"] == "detectors" and model.decision_rule_.thresholds.shape == (2,)
     assert model.score(Xt, yt) > 0.8
     loaded, _ = load_model(save_model(model, tmp_path / "m.npz", FeatureConfig(n_mfcc=2, deltas=1)))
     np.testing.assert_allclose(loaded.predict_proba(Xt), model.predict_proba(Xt))
@@ -254,7 +262,32 @@ def test_tuning_needs_two_groups_per_inner_fold():
     few = np.array([f"P{i % 3}" for i in range(len(y))])
     model = HMMClassifier(n_states=2, n_iter=3, inner_folds=2).fit(X, y, groups=few)
     assert model.fit_report_["decision"]["rule"] == "argmax"
-    assert "3 groups" in model.fit_report_["decision"]["note"] and not model.tuned_offsets_.any()
+    assert "3 groups" in model.fit_report_["decision"]["note"] and model.decision_rule_.name == "argmax"
     enough = np.array([f"P{i % 4}" for i in range(len(y))])
     model = HMMClassifier(n_states=2, n_iter=3, inner_folds=2).fit(X, y, groups=enough)
     assert model.fit_report_["decision"]["rule"] == "tuned"
+
+
+def test_tuned_offsets_beat_argmax_on_imbalanced_data():
+    """Many normal clips, few abnormal: the log-prior drowns the likelihoods unless the offsets are tuned."""
+    rng = np.random.default_rng(5)
+
+    def clips(per_class):
+        X, y = [], []
+        for k, name in enumerate(CLASSES):
+            for _ in range(per_class[k]):
+                frames = rng.standard_normal((int(rng.integers(30, 50)), 3))
+                frames[:, 0] += 0.35 * (k in (1, 3))  # a weak crackle cue
+                frames[:, 1] += 0.35 * (k in (2, 3))  # a weak wheeze cue
+                X.append(frames)
+                y.append(name)
+        return X, np.array(y)
+
+    X, y = clips((160, 14, 14, 8))
+    Xt, yt = clips((160, 14, 14, 8))
+    groups = np.array([f"P{i % 10}" for i in range(len(y))])
+    argmax = HMMClassifier(n_states=2, n_iter=5, decision="argmax").fit(X, y, groups=groups)
+    tuned = HMMClassifier(n_states=2, n_iter=5, decision="tuned").fit(X, y, groups=groups)
+    assert tuned.fit_report_["decision"]["rule"] == "tuned"
+    assert tuned.decision_rule_.offsets[1:].max() > 0  # abnormal classes pushed up against the prior
+    assert tuned.score(Xt, yt) > argmax.score(Xt, yt) + 0.05

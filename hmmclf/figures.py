@@ -1,0 +1,138 @@
+"""The cross-validation report's figures: confusion matrix, Se-Sp trade-off, per-fold bars."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from ._atomic import atomic_path
+from .labels import CLASSES
+from .metrics import icbhi_metrics
+
+
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | os.PathLike[str]) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    _pyplot().close(fig)
+
+
+def plot_confusion(confusion: list[list[int]], path: str | os.PathLike[str], title: str = "") -> None:
+    """Confusion matrix as a PNG: counts, and colour by row-normalised rate."""
+    plt = _pyplot()
+    counts = np.asarray(confusion, dtype=float)
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(5.2, 4.4), dpi=100)
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for i in range(counts.shape[0]):
+        for j in range(counts.shape[1]):
+            ax.text(
+                j,
+                i,
+                f"{int(counts[i, j])}\n{100 * rates[i, j]:.0f}%",
+                ha="center",
+                va="center",
+                color="white" if rates[i, j] > 0.6 else "black",
+                fontsize=9,
+            )
+    ax.set_xticks(range(len(CLASSES)), CLASSES)
+    ax.set_yticks(range(len(CLASSES)), CLASSES)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or "confusion matrix (row-normalised colour)")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def tradeoff_curve(predictions, n_points: int = 60) -> dict[str, list[float]]:
+    """Out-of-fold Se/Sp as one common offset on the abnormal classes' scores moves.
+
+    Uses the per-clip posteriors of ``predictions.csv`` (log-posteriors differ
+    from the decision scores by a per-clip constant, so the argmax is the
+    same). Offset 0 is the operating point the model chose.
+    """
+    classes = np.array(CLASSES)
+    log_post = np.log(np.clip(predictions[[f"posterior_{s}" for s in CLASSES]].to_numpy(float), 1e-300, None))
+    y = predictions["true"].to_numpy(str)
+    margin = log_post[:, 0] - log_post[:, 1:].max(axis=1)
+    offsets = np.unique(
+        np.concatenate(
+            [np.quantile(margin, np.linspace(0, 1, n_points)) + 1e-9, [0.0], [margin.min() - 1, margin.max() + 1]]
+        )
+    )
+    se, sp = [], []
+    for delta in offsets:
+        shifted = log_post.copy()
+        shifted[:, 1:] += delta
+        m = icbhi_metrics(y, classes[np.argmax(shifted, axis=1)])
+        se.append(m["sensitivity"])
+        sp.append(m["specificity"])
+    return {"offset": offsets.tolist(), "sensitivity": se, "specificity": sp}
+
+
+def plot_tradeoff(curve: dict[str, list[float]], chosen: tuple[float, float], path: str | os.PathLike[str]) -> None:
+    """Se against Sp over the offsets, with the chosen point and always-normal marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.2, 4.6), dpi=100)
+    ax.plot(
+        curve["specificity"], curve["sensitivity"], "-", color="#4c72b0", lw=1.5, label="moving the abnormal offset"
+    )
+    ax.plot(
+        [chosen[1]],
+        [chosen[0]],
+        "o",
+        color="#c44e52",
+        ms=8,
+        label=f"chosen (Se {100 * chosen[0]:.1f}, Sp {100 * chosen[1]:.1f})",
+    )
+    ax.plot([1.0], [0.0], "s", color="grey", ms=8, label="always normal (Score 50)")
+    for score in (0.5, 0.6, 0.7):
+        sp = np.linspace(max(0, 2 * score - 1), 1, 50)
+        ax.plot(sp, 2 * score - sp, ":", color="lightgrey", lw=1)
+        ax.text(sp[len(sp) // 2], 2 * score - sp[len(sp) // 2], f"Score {int(score * 100)}", color="grey", fontsize=7)
+    ax.set_xlabel("specificity (recall of normal)")
+    ax.set_ylabel("sensitivity (exact-class hits on abnormal)")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="lower left", fontsize=8)
+    ax.set_title("Se-Sp trade-off (out-of-fold)")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_folds(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Per-fold Score, Se and Sp as grouped bars, with the pooled Score as a line."""
+    plt = _pyplot()
+    folds = report["folds"]
+    x = np.arange(len(folds))
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
+    for i, (key, colour) in enumerate((("score", "#4c72b0"), ("sensitivity", "#dd8452"), ("specificity", "#55a868"))):
+        values = [np.nan_to_num(f["metrics"][key] if f["metrics"][key] is not None else np.nan) for f in folds]
+        ax.bar(x + (i - 1) * 0.27, values, width=0.27, color=colour, label=key)
+    ax.axhline(report["score"], color="#4c72b0", ls="--", lw=1, label=f"pooled Score {100 * report['score']:.1f}")
+    ax.axhline(0.5, color="grey", ls=":", lw=1, label="always normal")
+    ax.set_xticks(
+        x,
+        [
+            f"fold {f['fold']}\n({len(f['test_groups'])} groups)" if f["test_groups"] else f"fold {f['fold']}"
+            for f in folds
+        ],
+    )
+    ax.set_ylim(0, 1.22)
+    ax.set_yticks(np.linspace(0, 1, 6))
+    ax.legend(fontsize=7, ncol=3, loc="upper center")
+    ax.set_title("per-fold Score / Se / Sp (spread across patients)")
+    fig.tight_layout()
+    _save(fig, path)

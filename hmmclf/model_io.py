@@ -1,0 +1,131 @@
+"""Saving and loading fitted classifiers without pickle.
+
+A model file is an uncompressed npz of float64 arrays (standardisation,
+log-priors, every class's HMM, the decision rule's parameters) plus a JSON
+string ``meta`` (format, versions, parameters, feature config and its
+fingerprint, the fit report). Loading reads it with ``allow_pickle=False``
+and validates every array, so a damaged, foreign or tampered file is refused
+with one line and nothing in it is executed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from ._atomic import atomic_write_text, checked_array, load_npz, save_npz
+from .classifier import HMMClassifier
+from .decision import DECISION_RULES
+from .errors import ModelFileError
+from .label_hmm import hmm_from_arrays, hmm_to_arrays
+from .labels import CLASSES
+
+MODEL_FORMAT = "hmmclf-model"
+# Version 2 (hmmclf 0.3): decision rules stored under "decision.*" with their name in meta.
+MODEL_FORMAT_VERSION = 2
+DECISION_PREFIX = "decision."
+
+
+def save_model(model: HMMClassifier, path: str | os.PathLike[str], feature_config: Any) -> Path:
+    """Save a fitted model as a pickle-free npz file (arrays + embedded JSON metadata).
+
+    A human-readable copy of the metadata is written beside it as ``.json``.
+    Both writes are atomic.
+    """
+    model._check_fitted()
+    path = Path(path)
+    arrays: dict[str, np.ndarray] = {
+        "feature_mean": np.asarray(model.feature_mean_, dtype=np.float64),
+        "feature_scale": np.asarray(model.feature_scale_, dtype=np.float64),
+        "class_log_prior": np.asarray(model.class_log_prior_, dtype=np.float64),
+    }
+    for name, value in model.decision_rule_.to_arrays().items():
+        arrays[DECISION_PREFIX + name] = np.asarray(value, dtype=np.float64)
+    for name, hmm in zip(model.classes_, model.hmms_):
+        arrays.update(hmm_to_arrays(hmm, name))
+    params = model.get_params()
+    if params.get("class_offsets") is not None:
+        params["class_offsets"] = [float(v) for v in params["class_offsets"]]
+    meta = {
+        "format": MODEL_FORMAT,
+        "format_version": MODEL_FORMAT_VERSION,
+        "hmmclf_version": __version__,
+        "classes": list(model.classes_),
+        "n_features": int(model.n_features_in_),
+        "params": params,
+        "decision_rule": model.decision_rule_.name,
+        "feature_config": feature_config.to_dict(),
+        "feature_config_fingerprint": feature_config.fingerprint(),
+        "fit_report": model.fit_report_,
+    }
+    arrays["meta"] = np.array(json.dumps(meta))
+    save_npz(path, arrays)
+    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2))
+    return path
+
+
+def load_model(path: str | os.PathLike[str]) -> tuple[HMMClassifier, Any]:
+    """Load and validate a model saved by :func:`save_model`.
+
+    Returns
+    -------
+    (HMMClassifier, FeatureConfig)
+
+    Raises
+    ------
+    ModelFileError
+        For a missing, damaged, foreign or inconsistent file. Nothing in the
+        file is unpickled or executed (``allow_pickle=False``).
+    """
+    from .features import FeatureConfig
+
+    path = Path(path)
+    arrays = load_npz(path, ModelFileError, "model file", "run 'hmmclf train'")
+    try:
+        if "meta" not in arrays or arrays["meta"].dtype.kind != "U" or arrays["meta"].ndim != 0:
+            raise ValueError("no hmmclf metadata")
+        meta = json.loads(str(arrays["meta"]))
+        if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
+            raise ValueError("not an hmmclf model")
+        if meta.get("format_version") != MODEL_FORMAT_VERSION:
+            raise ValueError(
+                f"model format version {meta.get('format_version')!r}; this hmmclf reads {MODEL_FORMAT_VERSION}"
+                " (run 'hmmclf train' again)"
+            )
+        if list(meta.get("classes", [])) != list(CLASSES):
+            raise ValueError(f"label classes {meta.get('classes')!r} differ from {list(CLASSES)}")
+        config = FeatureConfig.from_dict(meta["feature_config"])
+        if config.fingerprint() != meta.get("feature_config_fingerprint"):
+            raise ValueError("feature config does not match its fingerprint")
+        n_features = int(meta["n_features"])
+        if n_features != config.n_features:
+            raise ValueError(f"model has {n_features} features, its feature config gives {config.n_features}")
+        params = dict(meta["params"])
+        if params.get("class_offsets") is not None:
+            params["class_offsets"] = tuple(float(v) for v in params["class_offsets"])
+        model = HMMClassifier(**params)
+        model.check_params()
+        rule_name = meta.get("decision_rule")
+        if rule_name not in DECISION_RULES:
+            raise ValueError(f"unknown decision rule {rule_name!r}")
+        model.feature_mean_ = checked_array(arrays, "feature_mean", (n_features,))
+        model.feature_scale_ = checked_array(arrays, "feature_scale", (n_features,))
+        if (model.feature_scale_ <= 0).any():
+            raise ValueError("feature_scale must be positive")
+        model.class_log_prior_ = checked_array(arrays, "class_log_prior", (len(CLASSES),))
+        rule_arrays = {k[len(DECISION_PREFIX) :]: v for k, v in arrays.items() if k.startswith(DECISION_PREFIX)}
+        rule = DECISION_RULES[rule_name].from_arrays(rule_arrays, stack_c=model.stack_c)
+        rule.report = dict(meta.get("fit_report", {}).get("decision") or rule.report)
+        model.decision_rule_ = rule
+        model.hmms_ = [hmm_from_arrays(arrays, name, n_features) for name in CLASSES]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ModelFileError(f"{path}: invalid model file ({exc})") from None
+    model.classes_ = np.array(CLASSES)
+    model.n_features_in_ = n_features
+    model.fit_report_ = meta.get("fit_report", {})
+    return model, config
