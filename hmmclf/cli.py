@@ -109,7 +109,14 @@ def _scheduler_option(f):
 
 
 def _data_options(f):
-    f = click.option("--groups", default="auto", show_default=True, help="Group column for CV folds, or 'none'.")(f)
+    f = click.option(
+        "--groups",
+        default="auto",
+        show_default=True,
+        help="What keeps a patient's clips on one side of a CV split: a column name, 'regex:PATTERN' (first "
+        "capture group of the file name), 'infer' (from the audio), 'none', or 'auto' (patient column, else "
+        "recording column, else known file names, else infer).",
+    )(f)
     f = click.option(
         "--labels",
         "labels_csv",
@@ -226,9 +233,8 @@ def extract(
         )
     for note in result.notes:
         _log(f"note: {note}")
-    if result.features.group_column is None:
-        _log("WARNING: the labels file has no patient/recording column: CV folds cannot be grouped by patient")
     click.echo(extract_summary(result))
+    click.echo(result.features.describe_groups())
 
 
 @main.command()
@@ -314,8 +320,7 @@ def cv(
             progress=Progress(),
             log=_log,
         )
-        if features.groups is None:
-            _log("WARNING: no patient/recording column: folds are NOT grouped by patient; scores will be optimistic")
+        _log(features.describe_groups())
         _log(
             f"cv: experiment {experiment.name!r}, {folds} folds x {repeats} repeat(s) "
             f"over {len(features)} clips on {backend}"

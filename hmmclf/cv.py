@@ -127,6 +127,8 @@ class CVResult:
     config: dict[str, Any]
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    groups: dict[str, Any] = field(default_factory=dict)
+    leakage: dict[str, Any] | None = None
 
     def fold_summary(self, key: str) -> tuple[float, float]:
         """Mean and standard deviation over folds of one metric."""
@@ -142,6 +144,7 @@ def cross_validate(
     n_jobs: int | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     baselines: bool = True,
+    leakage: bool = True,
 ) -> CVResult:
     """Stratified, patient-grouped K-fold cross-validation of ``estimator`` on ``features``.
 
@@ -152,8 +155,9 @@ def cross_validate(
     Returns
     -------
     CVResult
-        Pooled out-of-fold metrics, per-fold metrics, every clip's prediction
-        and the baselines' metrics on the same folds.
+        Pooled out-of-fold metrics, per-fold metrics, every clip's prediction,
+        the baselines' metrics on the same folds and (with ``leakage``) the
+        :func:`leakage_audit`.
     """
     from .parallel import parallel_map, resolve_jobs
 
@@ -162,8 +166,13 @@ def cross_validate(
     groups = features.groups
     if groups is None:
         notes.append(
-            "NO GROUP COLUMN: folds are not grouped by patient, so clips of one patient may sit "
-            "in both train and test and the scores are optimistic"
+            "FOLDS NOT GROUPED: clips of one recording or patient may sit in both train and test, "
+            "so the scores are optimistic"
+        )
+    elif features.group_source == "inferred":
+        notes.append(
+            f"groups inferred from the audio ({features.n_groups} groups): the labels file names no patient; "
+            "give a patient column or --groups regex:PATTERN when the patients are known"
         )
     folds = make_folds(features.classes, groups, n_folds, seed)
     parallel = resolve_jobs(n_jobs) > 1
@@ -234,27 +243,38 @@ def cross_validate(
         {
             "file": features.files,
             "group": groups if groups is not None else "",
+            "group_source": features.group_source,
             "fold": fold_of,
             "true": features.classes,
             "predicted": predicted,
         }
     )
-    for i, state in enumerate(CLASSES):
-        table[f"posterior_{state}"] = np.round(posterior[:, i], 6)
-    for i, state in enumerate(CLASSES):
-        table[f"log_likelihood_{state}"] = np.round(log_likelihood[:, i], 4)
+    for i, name in enumerate(CLASSES):
+        table[f"posterior_{name}"] = np.round(posterior[:, i], 6)
+    for i, name in enumerate(CLASSES):
+        table[f"log_likelihood_{name}"] = np.round(log_likelihood[:, i], 4)
     params = estimator.get_params() if hasattr(estimator, "get_params") else {}
     config = {
         "folds": n_folds,
         "seed": seed,
         "grouped": groups is not None,
         "group_column": features.group_column,
+        "group_source": features.group_source,
         "n_clips": n,
         "counts": features.counts(),
         "feature_config": features.config.to_dict(),
         "model": type(estimator).__name__,
         "model_params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()},
     }
+    group_info = {
+        "source": features.group_source,
+        "note": features.group_note,
+        "column": features.group_column,
+        "n_groups": features.n_groups,
+    }
+    audit = leakage_audit(features, folds, seed) if leakage else None
+    if audit and audit["warning"]:
+        notes.append(audit["warning"])
     return CVResult(
         metrics=icbhi_metrics(features.classes, predicted),
         folds=fold_records,
@@ -265,4 +285,80 @@ def cross_validate(
         config=config,
         seconds=time.perf_counter() - started,
         warnings=notes,
+        groups=group_info,
+        leakage=audit,
     )
+
+
+LEAKAGE_PROBE = "1-nearest-neighbour on per-clip MFCC mean/std and recording signature"
+# A grouping that moves a memorising probe by less than this (Score points)
+# while plain folds let it score this far above 50 has probably not separated recordings.
+LEAKAGE_SMALL_GAP, LEAKAGE_MEMORISER_ADVANTAGE = 3.0, 10.0
+
+
+def nearest_neighbour_score(
+    statistics: np.ndarray, classes: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]]
+) -> float:
+    """Pooled out-of-fold ICBHI Score of a 1-nearest-neighbour classifier (a pure memoriser).
+
+    Features are standardised with each fold's training statistics. A clip
+    whose near copy (a cycle of the same recording) sits in the training part
+    is recognised; a clip without one is not: the probe's Score measures how
+    much the folds let a model remember instead of generalise.
+    """
+    from sklearn.neighbors import KNeighborsClassifier
+
+    predicted = np.empty(len(classes), dtype=object)
+    for train, test in folds:
+        mean = statistics[train].mean(axis=0)
+        scale = np.maximum(statistics[train].std(axis=0), 1e-9)
+        probe = KNeighborsClassifier(n_neighbors=1).fit((statistics[train] - mean) / scale, classes[train])
+        predicted[test] = probe.predict((statistics[test] - mean) / scale)
+    return float(icbhi_metrics(classes, predicted.astype(str))["score"])
+
+
+def leakage_audit(features: FeatureSet, folds: list[tuple[np.ndarray, np.ndarray]], seed: int) -> dict[str, Any]:
+    """How much the folds used let a memorising model gain, against plain stratified folds.
+
+    The probe (:func:`nearest_neighbour_score` on per-clip feature means and
+    standard deviations plus the recording signature of :mod:`hmmclf.groups`)
+    is scored under ``folds`` and
+    under plain stratified folds of the same size and seed. ``gap`` (plain
+    minus used, in Score points) is the optimism that plain folds would carry
+    on these data and that the folds used remove.
+
+    Returns
+    -------
+    dict
+        ``probe``, ``score_folds_used``, ``score_plain_folds``, ``gap`` (Score
+        points), ``grouped`` and ``warning`` (a sentence, or None).
+    """
+    statistics = clip_statistics(features.sequences)
+    if features.signatures is not None:
+        # The channel signature is what cycles of one recording share most
+        # (cepstral mean normalisation removes it from the features).
+        statistics = np.hstack([statistics, features.signatures])
+    used = 100 * nearest_neighbour_score(statistics, features.classes, folds)
+    plain_folds = make_folds(features.classes, None, len(folds), seed) if features.groups is not None else folds
+    plain = 100 * nearest_neighbour_score(statistics, features.classes, plain_folds)
+    gap = plain - used
+    warning = None
+    if features.groups is None:
+        warning = (
+            f"LEAKAGE: folds are not grouped; a memorising 1-nearest-neighbour probe scores {plain:.1f} on them. "
+            "Cycles of one recording are near copies: give a patient column, --groups regex:PATTERN, "
+            "or --groups infer"
+        )
+    elif gap < LEAKAGE_SMALL_GAP and plain - 50 > LEAKAGE_MEMORISER_ADVANTAGE:
+        warning = (
+            f"LEAKAGE: the groups barely hold back a memorising 1-nearest-neighbour probe ({used:.1f} under these "
+            f"folds, {plain:.1f} under plain folds): clips of one recording may still sit on both sides of a split"
+        )
+    return {
+        "probe": LEAKAGE_PROBE,
+        "score_folds_used": round(used, 2),
+        "score_plain_folds": round(plain, 2),
+        "gap": round(gap, 2),
+        "grouped": features.groups is not None,
+        "warning": warning,
+    }

@@ -28,6 +28,7 @@ from .audio import DEFAULT_MAX_SECONDS, load_clip
 from .errors import AudioError, CacheError
 from .feature_store import CACHE_FILE, FeatureSet, load_feature_set, save_feature_set
 from .features import FeatureConfig, compute_features
+from .groups import clip_signature
 from .labels import read_labels
 from .parallel import parallel_map, resolve_jobs
 
@@ -50,6 +51,7 @@ class ClipResult:
     features: np.ndarray | None = None
     original_rate: int = 0
     duration: float = 0.0
+    signature: np.ndarray | None = None
     skip_reason: str | None = None
     sha1: str | None = None
 
@@ -79,9 +81,11 @@ def clip_features(path: str, config: FeatureConfig, max_seconds: float = DEFAULT
     clip = load_clip(path, config.sample_rate, max_seconds=max_seconds)
     try:
         features = compute_features(clip.samples, config)
+        # The recording's channel, measured before cepstral mean normalisation removes it.
+        signature = clip_signature(clip.samples, config.sample_rate, clip.original_rate)
     except ValueError as exc:
         raise AudioError(path, str(exc)) from None
-    return ClipResult(features, clip.original_rate, clip.duration)
+    return ClipResult(features, clip.original_rate, clip.duration, signature)
 
 
 def features_of_chunk(task: ChunkTask) -> list[ClipResult]:
@@ -188,7 +192,7 @@ def extract_corpus(
                 if old.config == config:
                     for i, file in enumerate(old.files):
                         previous[(file, old.hashes[i])] = ClipResult(
-                            old.sequences[i], int(old.original_rates[i]), float(old.durations[i])
+                            old.sequences[i], int(old.original_rates[i]), float(old.durations[i]), old.signatures[i]
                         )
                 else:
                     notes.append("feature config changed: every clip is recomputed")
@@ -206,22 +210,27 @@ def extract_corpus(
                 todo.append(i)
         reused = len(files) - len(todo)
 
+        labels_sha1 = _sha1_or_empty(Path(labels_csv))
+
         def snapshot(complete: bool) -> FeatureSet:
             ok = [i for i, r in enumerate(results) if r is not None and r.usable]
             rows = table.rows.iloc[ok]
-            return FeatureSet(
+            features = FeatureSet(
                 files=rows["file"].tolist(),
                 classes=rows["class"].to_numpy(dtype=str),
-                groups=rows["group"].to_numpy(dtype=str) if table.group_column else None,
+                groups=None,
                 sequences=[results[i].features for i in ok],
                 original_rates=np.array([results[i].original_rate for i in ok], dtype=np.int64),
                 durations=np.array([results[i].duration for i in ok], dtype=np.float64),
                 hashes=[hashes[i] for i in ok],
                 config=config,
-                group_column=table.group_column,
+                signatures=np.array([results[i].signature for i in ok], dtype=np.float32).reshape(len(ok), -1),
+                skipped={files[i]: r.skip_reason for i, r in enumerate(results) if r is not None and not r.usable},
                 complete=complete,
-                meta={"labels": str(labels_csv), "data_dir": str(data_dir), "layout": table.layout},
+                meta={"labels": str(Path(labels_csv).resolve()), "labels_sha1": labels_sha1, "data_dir": str(data_dir)},
             )
+            # Groups (inferred ones included) only for the finished set: a checkpoint is never used for CV.
+            return features.with_labels(table) if complete else features
 
         chunks = [todo[k : k + chunk_size] for k in range(0, len(todo), chunk_size)]
         tasks = [
@@ -262,6 +271,7 @@ def extract_corpus(
                 "file": features.files,
                 "class": features.classes,
                 "group": features.groups if features.groups is not None else "",
+                "group_source": features.group_source,
                 "original_rate": features.original_rates,
                 "duration": np.round(features.durations, 4),
                 "n_frames": features.lengths,

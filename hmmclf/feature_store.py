@@ -3,9 +3,17 @@
 Layout of ``features.npz``, written atomically: ``frames`` (all clips' frames
 concatenated, float32), ``lengths`` (frames per clip), per-clip ``files``,
 ``classes``, ``groups``, ``original_rates``, ``durations``, ``hashes`` (SHA-1
-of the file's bytes) and ``meta`` (a JSON string with the feature config, its
-fingerprint and whether the extraction completed). Loading reads it with
+of the file's bytes), ``signatures`` (the recording signature of
+:mod:`hmmclf.groups`, float32), the files extraction could not use
+(``skipped_files``, ``skipped_reasons``) and ``meta`` (a JSON string with the
+feature config, its fingerprint, the labels file's SHA-1, where the groups
+came from, and whether the extraction completed). Loading reads it with
 ``allow_pickle=False`` and validates every shape, dtype and value.
+
+The labels and groups stored are those of the extraction. Commands that use
+the store re-read the labels file and apply it with :meth:`FeatureSet.with_labels`,
+so a label edited, a row removed or another ``--groups`` takes effect
+without recomputing any feature.
 """
 
 from __future__ import annotations
@@ -21,11 +29,11 @@ from . import __version__
 from ._atomic import load_npz, save_npz
 from .errors import CacheError
 from .features import FeatureConfig
-from .labels import CLASSES
+from .labels import CLASSES, INFER, LabelTable
 
 CACHE_FILE = "features.npz"
 CACHE_FORMAT = "hmmclf-features"
-# Version 2 (hmmclf 0.3): per-clip "classes" (was "states").
+# Version 2 (hmmclf 0.3): per-clip "classes" (was "states"), signatures, skipped files, group source.
 CACHE_FORMAT_VERSION = 2
 
 
@@ -40,7 +48,8 @@ class FeatureSet:
     classes : numpy.ndarray of str
         Label class of each clip (see :data:`hmmclf.labels.CLASSES`).
     groups : numpy.ndarray of str or None
-        Group (patient or recording) of each clip, or None without a group column.
+        Group (patient, recording or inferred group) of each clip, or None
+        when the folds are not grouped.
     sequences : list of numpy.ndarray
         (n_frames, n_features) float32 arrays.
     original_rates : numpy.ndarray of int
@@ -49,7 +58,16 @@ class FeatureSet:
     hashes : list of str
         SHA-1 of each file's bytes.
     config : FeatureConfig
+    signatures : numpy.ndarray
+        (n_clips, n) recording signatures (see :func:`hmmclf.groups.clip_signature`).
+    group_source : str
+        ``column``, ``filename``, ``regex``, ``inferred`` or ``none``
+        (see :class:`hmmclf.labels.LabelTable`).
+    group_note : str
+        Where the groups come from, in words.
     group_column : str or None
+    skipped : dict of str to str
+        Files extraction could not use, with the reason.
     complete : bool
         False for a checkpoint of an interrupted extraction.
     """
@@ -62,7 +80,11 @@ class FeatureSet:
     durations: np.ndarray
     hashes: list[str]
     config: FeatureConfig
+    signatures: np.ndarray | None = None
+    group_source: str = "none"
+    group_note: str = "no groups"
     group_column: str | None = None
+    skipped: dict[str, str] = field(default_factory=dict)
     complete: bool = True
     meta: dict = field(default_factory=dict)
 
@@ -78,6 +100,66 @@ class FeatureSet:
         """Clips per label class."""
         return {name: int(np.sum(self.classes == name)) for name in CLASSES}
 
+    @property
+    def n_groups(self) -> int:
+        return 0 if self.groups is None else len(set(self.groups.tolist()))
+
+    def describe_groups(self) -> str:
+        """One line: how the folds will be grouped, and how many groups that gives."""
+        if self.groups is None:
+            return "folds NOT grouped (no groups): clips of one recording may sit on both sides of a split"
+        return f"groups: {self.group_note}: {self.n_groups} groups"
+
+    def with_labels(self, table: LabelTable) -> FeatureSet:
+        """The clips of ``table`` that this set holds, with ``table``'s classes and groups.
+
+        Rows are taken in the labels file's order; files the set does not hold
+        are left out (the caller extracts them first). Groups the table leaves
+        to inference are inferred from the signatures of the clips kept.
+        """
+        from .groups import infer_groups
+
+        position = {f: i for i, f in enumerate(self.files)}
+        rows = table.rows[table.rows["file"].isin(position)]
+        index = np.array([position[f] for f in rows["file"]], dtype=np.int64)
+        source, note, column = table.group_source, table.group_note, table.group_column
+        groups = rows["group"].to_numpy(dtype=str) if source not in ("none", INFER) else None
+        if source == INFER:
+            if self.signatures is None or len(self.signatures) != len(self):
+                raise CacheError("the feature cache holds no recording signatures to infer groups from: extract again")
+            inferred = infer_groups(self.signatures[index])
+            groups = np.array([f"g{g:04d}" for g in inferred])
+            source, note = "inferred", f"inferred from the recording signature ({note})"
+        return FeatureSet(
+            files=rows["file"].tolist(),
+            classes=rows["class"].to_numpy(dtype=str),
+            groups=groups,
+            sequences=[self.sequences[i] for i in index],
+            original_rates=self.original_rates[index],
+            durations=self.durations[index],
+            hashes=[self.hashes[i] for i in index],
+            config=self.config,
+            signatures=None if self.signatures is None else self.signatures[index],
+            group_source=source,
+            group_note=note,
+            group_column=column,
+            skipped={f: r for f, r in self.skipped.items() if f in set(table.rows["file"])},
+            complete=self.complete,
+            meta=dict(self.meta),
+        )
+
+    def label_changes(self, other: FeatureSet) -> list[str]:
+        """What differs in ``other`` (the same store under newer labels): rows removed, relabelled, added."""
+        before = dict(zip(self.files, self.classes.tolist()))
+        after = dict(zip(other.files, other.classes.tolist()))
+        removed = len(set(before) - set(after))
+        added = len(set(after) - set(before))
+        relabelled = sum(1 for f, c in after.items() if f in before and before[f] != c)
+        changes = [
+            f"{n} {what}" for n, what in ((removed, "removed"), (relabelled, "relabelled"), (added, "added")) if n
+        ]
+        return changes
+
 
 def save_feature_set(features: FeatureSet, path: str | os.PathLike[str]) -> None:
     """Write ``features`` atomically as a pickle-free npz file."""
@@ -90,6 +172,8 @@ def save_feature_set(features: FeatureSet, path: str | os.PathLike[str]) -> None
             "config": features.config.to_dict(),
             "config_fingerprint": features.config.fingerprint(),
             "group_column": features.group_column,
+            "group_source": features.group_source,
+            "group_note": features.group_note,
             "complete": bool(features.complete),
         }
     )
@@ -100,6 +184,7 @@ def save_feature_set(features: FeatureSet, path: str | os.PathLike[str]) -> None
         else np.zeros((0, n_features), dtype=np.float32)
     )
     groups = features.groups if features.groups is not None else np.full(len(features), "", dtype=str)
+    signatures = features.signatures if features.signatures is not None else np.zeros((len(features), 0))
     save_npz(
         path,
         {
@@ -111,6 +196,9 @@ def save_feature_set(features: FeatureSet, path: str | os.PathLike[str]) -> None
             "original_rates": np.asarray(features.original_rates, dtype=np.int64),
             "durations": np.asarray(features.durations, dtype=np.float64),
             "hashes": np.array(features.hashes, dtype=str),
+            "signatures": np.asarray(signatures, dtype=np.float32).reshape(len(features), -1),
+            "skipped_files": np.array(list(features.skipped), dtype=str),
+            "skipped_reasons": np.array(list(features.skipped.values()), dtype=str),
             "meta": np.array(json.dumps(meta)),
         },
     )
@@ -130,6 +218,7 @@ def load_feature_set(path: str | os.PathLike[str]) -> FeatureSet:
     path = Path(path)
     arrays = load_npz(path, CacheError, "feature cache", "run 'hmmclf extract'")
     required = {"frames", "lengths", "files", "classes", "groups", "original_rates", "durations", "hashes", "meta"}
+    required |= {"signatures", "skipped_files", "skipped_reasons"}
     missing = required - set(arrays)
     if missing:
         raise CacheError(f"{path}: not an hmmclf feature cache (missing {', '.join(sorted(missing))})")
@@ -164,6 +253,15 @@ def load_feature_set(path: str | os.PathLike[str]) -> FeatureSet:
     for key in ("files", "classes", "groups", "hashes"):
         if arrays[key].dtype.kind != "U":
             problems.append(f"{key} must be strings, got {arrays[key].dtype}")
+    signatures = arrays["signatures"]
+    if signatures.dtype != np.float32 or signatures.ndim != 2 or signatures.shape[0] != n:
+        problems.append(f"signatures have dtype {signatures.dtype} shape {signatures.shape}, expected float32 ({n}, *)")
+    elif not np.isfinite(signatures).all():
+        problems.append("non-finite signatures")
+    skipped_files, skipped_reasons = arrays["skipped_files"], arrays["skipped_reasons"]
+    kinds = skipped_files.dtype.kind + skipped_reasons.dtype.kind
+    if skipped_files.ndim != 1 or skipped_files.shape != skipped_reasons.shape or kinds != "UU":
+        problems.append("skipped_files and skipped_reasons must be string arrays of one length")
     if not problems:
         unknown = set(arrays["classes"].tolist()) - set(CLASSES)
         if unknown:
@@ -175,17 +273,21 @@ def load_feature_set(path: str | os.PathLike[str]) -> FeatureSet:
 
     bounds = np.concatenate([[0], np.cumsum(lengths)])
     sequences = [frames[bounds[i] : bounds[i + 1]] for i in range(n)]
-    group_column = meta.get("group_column")
+    group_source = str(meta.get("group_source", "none"))
     return FeatureSet(
         files=arrays["files"].tolist(),
         classes=arrays["classes"],
-        groups=arrays["groups"] if group_column else None,
+        groups=arrays["groups"] if group_source != "none" else None,
         sequences=sequences,
         original_rates=arrays["original_rates"],
         durations=arrays["durations"],
         hashes=arrays["hashes"].tolist(),
         config=config,
-        group_column=group_column,
+        signatures=signatures if signatures.shape[1] else None,
+        group_source=group_source,
+        group_note=str(meta.get("group_note", "")),
+        group_column=meta.get("group_column"),
+        skipped=dict(zip(skipped_files.tolist(), skipped_reasons.tolist())),
         complete=bool(meta.get("complete", False)),
-        meta={k: meta[k] for k in ("labels", "data_dir", "layout") if k in meta},
+        meta={k: meta[k] for k in ("labels", "labels_sha1", "data_dir", "layout") if k in meta},
     )

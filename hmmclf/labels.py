@@ -25,8 +25,10 @@ separator is sniffed, a UTF-8 byte-order mark is ignored):
     0/1 columns ``normal``, ``wheeze`` and ``crackle`` (plural names accepted).
 
 The file column is one of ``filename``/``file``/``file_name``/``fname``/``path``.
-The group column used to keep one patient's clips on one side of a CV split is
-the first of ``patient_id``/``patient``/``subject``/``recording`` unless chosen.
+Groups keep one patient's clips on one side of a CV split. Unless chosen, they
+come from a patient column, else a recording column, else file names of a known
+scheme (ICBHI 2017, SPRSound), else they are inferred from the audio
+(:mod:`hmmclf.groups`); :func:`read_labels` says which.
 """
 
 from __future__ import annotations
@@ -57,7 +59,18 @@ FILE_COLUMNS = ("filename", "file", "file_name", "fname", "path")
 LABEL_COLUMNS = ("label", "labels", "class")
 CRACKLE_COLUMNS = ("crackles", "crackle")
 WHEEZE_COLUMNS = ("wheezes", "wheeze")
-GROUP_COLUMNS = ("patient_id", "patient", "subject", "recording")
+# Group columns, compared with case, spaces, "_" and "-" removed: a patient
+# column first (patients with several recordings stay on one side), then a
+# recording column.
+PATIENT_COLUMNS = ("patientid", "patient", "pid", "subject", "subjectid", "patientnumber", "patientno")
+RECORDING_COLUMNS = ("recording", "recordingid", "record", "recordid", "session")
+# File names that carry the patient: ICBHI 2017 cycles (101_1b1_Al_sc_Meditron_3.wav,
+# patient 101) and SPRSound events (40138127_14.7_0_p3_139_0.flac, patient 40138127).
+FILENAME_PATTERNS = {
+    "ICBHI 2017": r"^(\d{3})_\d+[a-z]\d+_[A-Za-z]{2}_(?:sc|mc)_[A-Za-z0-9]+",
+    "SPRSound": r"^(\d{6,9})_\d+(?:\.\d+)?_[01]_p\d+_\d+",
+}
+INFER = "infer"
 
 LAYOUTS_HELP = (
     "accepted layouts: a file column (filename/file/file_name/fname/path) with either "
@@ -158,13 +171,21 @@ class LabelTable:
     layout : str
         ``label``, ``icbhi`` or ``onehot``.
     group_column : str or None
-        The column used for grouped cross-validation.
+        The column used for grouped cross-validation, if one is.
+    group_source : str
+        Where the groups come from: ``column``, ``filename`` (a known naming
+        scheme), ``regex`` (the user's pattern), ``infer`` (to be inferred
+        from the audio; ``rows["group"]`` is None until then) or ``none``.
+    group_note : str
+        The same in words, for the terminal and the report.
     """
 
     rows: pd.DataFrame
     skipped: pd.DataFrame
     layout: str
     group_column: str | None
+    group_source: str = "none"
+    group_note: str = "no groups"
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -194,6 +215,7 @@ def _read_table(path: Path) -> pd.DataFrame:
         )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
         raise LabelsFileError(f"{path}: cannot parse labels file ({str(exc).splitlines()[0]})") from None
+    table.attrs["original_names"] = {str(c).strip().lower(): str(c).strip() for c in table.columns}
     table.columns = [str(c).strip().lower() for c in table.columns]
     return table
 
@@ -217,9 +239,14 @@ def read_labels(
         Directory the file names are relative to. When given, rows whose file
         is missing are skipped with the reason ``missing file``.
     groups : str or None
-        ``"auto"`` picks the first present of ``patient_id``, ``patient``,
-        ``subject``, ``recording``; ``None`` or ``"none"`` uses no groups; any
-        other value names the column to use.
+        ``"auto"``: a patient column (``patient_id``, ``patient``, ``pid``,
+        ``subject``, ``subject_id``, ``PatientID``, ``Patient ID``,
+        ``patient_number``; case, spaces, ``_`` and ``-`` ignored), else a
+        recording column, else file names of a known scheme (ICBHI 2017,
+        SPRSound), else ``"infer"``. ``"infer"``: groups are inferred from the
+        audio at extraction (see :mod:`hmmclf.groups`). ``"regex:PATTERN"``:
+        the first capture group of PATTERN searched in each file name.
+        ``None`` or ``"none"``: no groups. Any other value names the column.
 
     Returns
     -------
@@ -232,6 +259,7 @@ def read_labels(
     """
     path = Path(csv_path)
     table = _read_table(path)
+    original_names = table.attrs.get("original_names", {})
     columns = list(table.columns)
     file_col = _first_present(columns, FILE_COLUMNS)
     label_col = _first_present(columns, LABEL_COLUMNS)
@@ -251,15 +279,7 @@ def read_labels(
             f"{path}: no {missing} column found (columns: {', '.join(columns) or 'none'}); {LAYOUTS_HELP}"
         )
 
-    if groups is None or str(groups).lower() == "none":
-        group_col = None
-    elif groups == "auto":
-        group_col = _first_present(columns, GROUP_COLUMNS)
-    else:
-        group_col = str(groups).strip().lower()
-        if group_col not in columns:
-            raise LabelsFileError(f"{path}: group column {groups!r} not found (columns: {', '.join(columns)})")
-
+    group_col, group_source = _group_choice(path, columns, groups)
     base = Path(data_dir) if data_dir is not None else None
     kept: list[dict[str, object]] = []
     skipped: list[dict[str, str]] = []
@@ -310,6 +330,11 @@ def read_labels(
                     drop.append(idx)
                     skipped.append({"file": file, "reason": "duplicate row (first kept)"})
             rows = rows.drop(index=drop).reset_index(drop=True)
+    group_note = f"column {original_names.get(group_col, group_col)!r}" if group_col else "no groups"
+    if group_source in ("auto", "regex"):
+        group_source, group_note = _groups_from_file_names(rows, groups if group_source == "regex" else None)
+    elif group_source == INFER:
+        group_note = "--groups infer"
     if group_col is not None and len(rows) and rows["group"].isna().any():
         # A clip without a group cannot be placed safely; give it its own group.
         missing = rows["group"].isna()
@@ -319,4 +344,62 @@ def read_labels(
         skipped=pd.DataFrame(skipped, columns=["file", "reason"]),
         layout=layout,
         group_column=group_col,
+        group_source=group_source,
+        group_note=group_note,
     )
+
+
+def _normalised(name: str) -> str:
+    return re.sub(r"[\s_\-]+", "", str(name).lower())
+
+
+def _group_choice(path: Path, columns: list[str], groups: str | None) -> tuple[str | None, str]:
+    """(group column or None, source): source is column, none, infer, regex, or auto (try file names)."""
+    choice = "none" if groups is None else str(groups).strip()
+    if choice.lower() == "none":
+        return None, "none"
+    if choice.lower() == INFER:
+        return None, INFER
+    if choice.lower().startswith("regex:"):
+        try:
+            if re.compile(choice[len("regex:") :]).groups < 1:
+                raise re.error("the pattern needs a capture group: the first one names the group")
+        except re.error as exc:
+            raise LabelsFileError(f"--groups {choice!r}: invalid pattern ({exc})") from None
+        return None, "regex"
+    by_normalised = {_normalised(c): c for c in reversed(columns)}
+    if choice.lower() != "auto":
+        column = by_normalised.get(_normalised(choice))
+        if column is None:
+            raise LabelsFileError(f"{path}: group column {groups!r} not found (columns: {', '.join(columns)})")
+        return column, "column"
+    for candidates in (PATIENT_COLUMNS, RECORDING_COLUMNS):
+        column = next((by_normalised[c] for c in candidates if c in by_normalised), None)
+        if column is not None:
+            return column, "column"
+    return None, "auto"
+
+
+def _groups_from_file_names(rows: pd.DataFrame, choice: str | None) -> tuple[str, str]:
+    """Fill ``rows["group"]`` from the file names: the user's ``regex:`` pattern, or a known scheme.
+
+    Returns (source, note). Without a pattern, a known scheme is used only when
+    every file name follows it; otherwise the groups are left to inference.
+    """
+    names = rows["file"].map(lambda f: PurePosixPath(f).name)
+    if choice is not None:
+        pattern = re.compile(choice[len("regex:") :])
+        found = names.map(lambda n: m.group(1) if (m := pattern.search(n)) and m.group(1) else None)
+        unmatched = int(found.isna().sum())
+        rows["group"] = found.where(found.notna(), "__nomatch__" + rows["file"])
+        note = f"file names by the pattern {pattern.pattern!r}"
+        if unmatched:
+            note += f" ({unmatched} file names did not match: each is its own group)"
+        return "regex", note
+    for scheme, regex in FILENAME_PATTERNS.items():
+        pattern = re.compile(regex)
+        found = names.map(lambda n, p=pattern: m.group(1) if (m := p.match(n)) else None)
+        if len(rows) and found.notna().all():
+            rows["group"] = found
+            return "filename", f"{scheme} file names (patient = first field)"
+    return INFER, "no patient or recording column, no known file naming"

@@ -21,7 +21,7 @@ from .errors import CacheError, HmmclfError
 from .extraction import ChunkTask, ExtractResult, extract_corpus, features_of_chunk
 from .feature_store import CACHE_FILE, FeatureSet, load_feature_set
 from .features import FeatureConfig
-from .labels import CLASS_LABELS, CLASSES
+from .labels import CLASS_LABELS, CLASSES, read_labels
 
 AUDIO_SUFFIXES = (".wav", ".wave", ".flac", ".ogg", ".aif", ".aiff", ".au", ".w64", ".rf64")
 
@@ -53,31 +53,70 @@ def ensure_features(
     progress: ProgressFn | None = None,
     log: Callable[[str], None] | None = None,
 ) -> FeatureSet:
-    """Load the feature cache, or extract it first when it is missing, unfinished or of another config."""
+    """The features of the clips the labels file lists now, with its labels and groups now.
+
+    The feature cache is extracted first when it is missing, unfinished, of
+    another config, or lacks a clip the labels file lists. Otherwise the
+    labels file is read again and applied to the cached features
+    (:meth:`FeatureSet.with_labels`): rows removed, labels edited and another
+    ``groups`` choice take effect without recomputing a feature, and ``log``
+    says what changed since the extraction. Without the labels file (a cache
+    used elsewhere), the labels file recorded at extraction is read.
+    """
+    say = log or (lambda message: None)
     cache_path = Path(features_dir) / CACHE_FILE
     reason = None
     if not cache_path.exists():
         reason = "no feature cache"
     else:
         try:
-            features = load_feature_set(cache_path)
+            cached = load_feature_set(cache_path)
         except CacheError as exc:
             reason = f"cache unusable ({exc})"
         else:
-            if not features.complete:
+            if not cached.complete:
                 reason = "cache is an unfinished extraction"
-            elif config is not None and features.config != config:
+            elif config is not None and cached.config != config:
                 reason = "cache was made with another feature config"
             else:
-                return features
-    if log:
-        log(f"{reason}: extracting {data_dir} with {labels_csv} into {features_dir}")
+                labels_csv, data_dir = _labels_for(cached, labels_csv, data_dir, say)
+                table = read_labels(labels_csv, data_dir, groups=groups)
+                known = set(cached.files) | set(cached.skipped)
+                unseen = [f for f in table.rows["file"] if f not in known]
+                if not unseen:
+                    features = cached.with_labels(table)
+                    changes = cached.label_changes(features)
+                    if changes:
+                        say(
+                            f"labels: {labels_csv} differs from the extraction: {', '.join(changes)} "
+                            "(no feature recomputed)"
+                        )
+                    return features
+                reason = f"{len(unseen)} clips of {labels_csv} are not in the cache"
+    say(f"{reason}: extracting {data_dir} with {labels_csv} into {features_dir}")
     result = extract_corpus(
         data_dir, labels_csv, features_dir, config=config, groups=groups, n_jobs=n_jobs, progress=progress
     )
-    if log:
-        log(extract_summary(result))
+    say(extract_summary(result))
     return result.features
+
+
+def _labels_for(
+    cached: FeatureSet, labels_csv: str | os.PathLike[str], data_dir: str | os.PathLike[str], say: Callable[[str], None]
+) -> tuple[str | os.PathLike[str], str | os.PathLike[str]]:
+    """The labels file and data folder to apply: the ones given, else those recorded at extraction."""
+    if Path(labels_csv).is_file() and Path(data_dir).is_dir():
+        return labels_csv, data_dir
+    stored_labels, stored_data = cached.meta.get("labels"), cached.meta.get("data_dir")
+    if stored_labels and stored_data and Path(stored_labels).is_file() and Path(stored_data).is_dir():
+        say(
+            f"labels: {labels_csv} or {data_dir} not here; "
+            f"using {stored_labels} and {stored_data} recorded at extraction"
+        )
+        return stored_labels, stored_data
+    raise HmmclfError(
+        f"{labels_csv}: labels file not found (the labels are read again at every run; give --labels and --data)"
+    )
 
 
 def extract_summary(result: ExtractResult) -> str:
@@ -168,6 +207,7 @@ def run_cv(
                     n_jobs=n_jobs,
                     progress=stage_progress,
                     baselines=(r == 0),
+                    leakage=(r == 0),
                 )
             )
         except ValueError as exc:

@@ -63,6 +63,9 @@ def report_dict(result: CVResult, command: str | None = None, extra: dict | None
         "baselines": result.baselines,
         "grouped": result.grouped,
         "group_column": result.group_column,
+        "group_source": result.groups.get("source"),
+        "groups": result.groups,
+        "leakage": result.leakage,
         "warnings": result.warnings,
         "seconds": round(result.seconds, 3),
         "config": result.config,
@@ -109,11 +112,38 @@ def format_summary(report: dict[str, Any]) -> str:
             f"Score {int(ci['level'] * 100)}% bootstrap interval over {ci['resampled']}: "
             f"{_pct(ci['low'])} to {_pct(ci['high'])}"
         )
+    lines.append(describe_grouping(report))
+    if report.get("leakage"):
+        lines.append(describe_leakage(report["leakage"]))
     lines.append("confusion (rows true, columns predicted):")
     lines.append(f"{'':9s}" + "".join(f"{s:>9s}" for s in CLASSES))
     for name, row in zip(CLASSES, report["confusion_matrix"]):
         lines.append(f"{name:9s}" + "".join(f"{v:>9d}" for v in row))
     return "\n".join(lines)
+
+
+def describe_grouping(report: dict[str, Any]) -> str:
+    """One sentence: which groups kept clips apart in the folds, where they came from, how many."""
+    info = report.get("groups") or {}
+    if not report.get("grouped"):
+        return "folds: NOT grouped (no patient, recording or inferred groups): scores are optimistic"
+    unit = (
+        "patients"
+        if info.get("source") in ("column", "filename") and "recording" not in str(info.get("column"))
+        else "groups"
+    )
+    return f"folds: grouped by {info.get('note', report.get('group_column'))}: {info.get('n_groups', '?')} {unit}"
+
+
+def describe_leakage(leakage: dict[str, Any]) -> str:
+    """The leakage audit in one or two sentences."""
+    text = (
+        f"leakage audit ({leakage['probe']}): Score {leakage['score_folds_used']:.1f} under these folds, "
+        f"{leakage['score_plain_folds']:.1f} under plain stratified folds; gap {leakage['gap']:+.1f} points"
+    )
+    if leakage["grouped"]:
+        text += " (the optimism these folds remove)"
+    return text + (f"\n{leakage['warning']}" if leakage.get("warning") else "")
 
 
 def format_markdown(report: dict[str, Any]) -> str:
@@ -122,11 +152,7 @@ def format_markdown(report: dict[str, Any]) -> str:
     out = ["# hmmclf cross-validation report", ""]
     if report.get("command"):
         out += [f"Command: `{report['command']}`", ""]
-    grouping = (
-        f"grouped by `{report['group_column']}` (no group on both sides of a split)"
-        if report["grouped"]
-        else "**NOT grouped: no patient/recording column, scores are optimistic**"
-    )
+    grouping = describe_grouping(report) if report["grouped"] else f"**{describe_grouping(report)}**"
     out += [
         f"{cfg['folds']}-fold stratified CV, seed {cfg['seed']}, {report['n_clips']} clips, {grouping}. "
         f"Wall time {report['seconds']:.1f} s.",
@@ -134,6 +160,8 @@ def format_markdown(report: dict[str, Any]) -> str:
     ]
     for warning in report.get("warnings", []):
         out += [f"> **Warning:** {warning}", ""]
+    if report.get("leakage"):
+        out += ["## Leakage audit", "", describe_leakage(report["leakage"]).replace("\n", "\n\n"), ""]
     out += ["## Scores (ICBHI 2017 definitions, pooled out-of-fold predictions)", ""]
     out += ["| system | Score | Se | Sp | " + " | ".join(f"recall {s}" for s in CLASSES) + " |"]
     out += ["|---" * (4 + len(CLASSES)) + "|"]
@@ -351,10 +379,14 @@ def format_html(report: dict[str, Any], images: dict[str, Path]) -> str:
         ]
         for f in report["folds"]
     ]
-    grouping = (
-        f"grouped by <code>{html.escape(str(report['group_column']))}</code> (no group on both sides of a split)"
-        if report["grouped"]
-        else "<strong class='warn'>NOT grouped by patient: scores are optimistic</strong>"
+    grouping = html.escape(describe_grouping(report))
+    if not report["grouped"]:
+        grouping = f"<strong class='warn'>{grouping}</strong>"
+    leakage_html = (
+        "<h2>Leakage audit</h2>"
+        + "".join(f"<p>{html.escape(line)}</p>" for line in describe_leakage(report["leakage"]).splitlines())
+        if report.get("leakage")
+        else ""
     )
     cfg = report["config"]
     warnings_html = "".join(f"<p class='warn'>Warning: {html.escape(w)}</p>" for w in report.get("warnings", []))
@@ -385,6 +417,7 @@ Wall time {report["seconds"]:.1f} s.</p>
 <p>Se: exact-class hits over all abnormal clips; Sp: recall of normal; Score = (Se+Sp)/2.
 Always answering normal scores 50.</p>
 {interval_html}
+{leakage_html}
 {img("confusion", "Confusion matrix: counts and row-normalised rates")}
 {img("tradeoff", "Sensitivity-specificity trade-off as the abnormal offset moves")}
 {img("folds", "Per-fold Score, Se and Sp")}

@@ -98,13 +98,24 @@ def test_user_errors_are_one_line(runner, tmp_path):
     assert result.exit_code == 2 and "data directory not found" in result.output
 
 
-def test_ungrouped_labels_warn_loudly(runner, corpus):
+def test_without_patients_groups_are_inferred_and_none_warns_loudly(runner, corpus):
     labels = pd.read_csv(corpus / "train.csv").drop(columns=["patient_id"])
     labels.to_csv(corpus / "train.csv", index=False)
     result = invoke(runner, ["cv", "--folds", "2", "--states", "2", "--jobs", "1", "--out", "r"], corpus)
     assert result.exit_code == 0, result.output
-    assert "NOT grouped" in result.output
-    assert "NOT grouped" in (corpus / "r" / "report.md").read_text()
+    assert "inferred from the recording signature" in result.output
+    report = json.loads((corpus / "r" / "report.json").read_text())
+    assert report["group_source"] == "inferred" and report["groups"]["n_groups"] >= 2
+    assert set(pd.read_csv(corpus / "r" / "predictions.csv")["group_source"]) == {"inferred"}
+    assert report["leakage"]["grouped"] and "score_plain_folds" in report["leakage"]
+    # The cache exists now; --groups none must still take effect.
+    result = invoke(
+        runner, ["cv", "--folds", "2", "--states", "2", "--jobs", "1", "--groups", "none", "--out", "r2"], corpus
+    )
+    assert result.exit_code == 0, result.output
+    assert "NOT grouped" in result.output and "LEAKAGE" in result.output
+    assert "NOT grouped" in (corpus / "r2" / "report.md").read_text()
+    assert json.loads((corpus / "r2" / "report.json").read_text())["grouped"] is False
 
 
 def test_demo_is_far_above_chance(runner, tmp_path):

@@ -69,7 +69,8 @@ def test_cross_validate_on_a_small_corpus(corpus, tmp_path):
 def test_ungrouped_cv_warns(corpus, tmp_path):
     features = extract_corpus(corpus / "train", corpus / "train.csv", tmp_path / "f", groups="none", n_jobs=1).features
     result = cross_validate(features, HMMClassifier(n_states=2, n_iter=3), n_folds=2, seed=0, n_jobs=1, baselines=False)
-    assert not result.grouped and "NO GROUP COLUMN" in result.warnings[0]
+    assert not result.grouped and "FOLDS NOT GROUPED" in result.warnings[0]
+    assert result.leakage["warning"].startswith("LEAKAGE") and result.leakage["gap"] == 0
 
 
 def test_bootstrap_interval_contains_the_score():

@@ -156,3 +156,43 @@ def test_check_relative_path_never_escapes(name):
         return
     assert not rel.startswith("/")
     assert ".." not in rel.split("/")
+
+
+@pytest.mark.parametrize(
+    "header, expected",
+    [
+        ("PatientID", "PatientID"),
+        ("Patient ID", "Patient ID"),
+        ("pid", "pid"),
+        ("subject_id", "subject_id"),
+        ("patient-number", "patient-number"),
+    ],
+)
+def test_patient_columns_are_recognised_before_recording(tmp_path, header, expected):
+    path = tmp_path / "labels.csv"
+    path.write_text(f"file,label,recording,{header}\na.wav,normal,r1,7\nb.wav,wheeze,r2,7\n")
+    table = read_labels(path, groups="auto")
+    assert table.group_source == "column" and repr(expected) in table.group_note
+    assert table.rows["group"].tolist() == ["7", "7"]
+
+
+def test_groups_from_known_file_names_regex_and_inference(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text("file,label\n101_1b1_Al_sc_Meditron_3.wav,normal\n102_2b3_Ar_mc_AKGC417L_0.wav,both\n")
+    table = read_labels(path)
+    assert table.group_source == "filename" and "ICBHI" in table.group_note
+    assert table.rows["group"].tolist() == ["101", "102"]
+    path.write_text("file,label\n40138127_14.7_0_p3_139_0.flac,normal\n63613821_9.2_1_p3_1157_2.flac,wheeze\n")
+    assert read_labels(path).rows["group"].tolist() == ["40138127", "63613821"]
+    path.write_text("file,label\nab12.wav,normal\n9f3e.wav,wheeze\n")
+    table = read_labels(path)
+    assert table.group_source == "infer" and table.rows["group"].isna().all()
+    path.write_text("file,label\nsubj-4_a.wav,normal\nsubj-9_b.wav,wheeze\nother.wav,normal\n")
+    table = read_labels(path, groups=r"regex:subj-(\d+)_")
+    assert table.group_source == "regex" and table.rows["group"].tolist()[:2] == ["4", "9"]
+    assert "1 file names did not match" in table.group_note
+    with pytest.raises(LabelsFileError, match="capture group"):
+        read_labels(path, groups="regex:subj-")
+    assert read_labels(path, groups="none").group_source == "none"
+    with pytest.raises(LabelsFileError, match="group column 'site' not found"):
+        read_labels(path, groups="site")

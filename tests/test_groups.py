@@ -1,0 +1,102 @@
+"""Recording signatures and inferred groups; labels re-read at every run; the leakage audit."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.signal import lfilter
+from sklearn.metrics import homogeneity_score
+
+from hmmclf.groups import clip_signature, infer_groups, n_inferred_groups
+from hmmclf.pipeline import ensure_features
+
+
+def recording_clips(n_recordings=12, per_recording=10, seconds=1.5, sr=4000, seed=0):
+    """Clips whose recording imprints a channel: its own colouring filter, gain and noise floor."""
+    rng = np.random.default_rng(seed)
+    clips, recording = [], []
+    for r in range(n_recordings):
+        pole = rng.uniform(-0.9, 0.9)
+        gain, floor = rng.uniform(0.2, 1.0), rng.uniform(0.001, 0.05)
+        for _ in range(per_recording):
+            n = int(seconds * sr)
+            breath = rng.standard_normal(n) * (0.5 + 0.5 * np.sin(np.pi * np.arange(n) / n)) ** 2
+            clips.append(lfilter([1.0], [1.0, -pole], gain * breath) + floor * rng.standard_normal(n))
+            recording.append(r)
+    return clips, np.array(recording)
+
+
+def test_signature_shape_and_determinism():
+    clips, _ = recording_clips(n_recordings=1, per_recording=2)
+    a = clip_signature(clips[0], 4000, 44100)
+    assert a.shape == (49,) and a.dtype == np.float32 and np.isfinite(a).all()
+    np.testing.assert_array_equal(a, clip_signature(clips[0], 4000, 44100))
+    assert a[-1] == pytest.approx(np.log2(44100))
+    with pytest.raises(ValueError, match="too short"):
+        clip_signature(np.zeros(10), 4000, 4000)
+
+
+def test_inferred_groups_recover_recordings():
+    clips, recording = recording_clips()
+    signatures = np.stack([clip_signature(c, 4000, 4000) for c in clips])
+    groups = infer_groups(signatures)
+    assert len(set(groups.tolist())) == n_inferred_groups(len(clips))
+    # Coarser than recordings (groups merge them), but a recording is rarely split.
+    assert homogeneity_score(groups, recording) > 0.9
+    np.testing.assert_array_equal(groups, infer_groups(signatures))
+    assert groups[0] == 0
+
+
+def test_labels_are_read_again_at_every_run(corpus, tmp_path):
+    features_dir = tmp_path / "features"
+    messages = []
+    first = ensure_features(features_dir, corpus / "train", corpus / "train.csv", n_jobs=1, log=messages.append)
+    assert len(first) == 32 and first.group_source == "column"
+    labels = pd.read_csv(corpus / "train.csv")
+    labels = labels.drop(index=[0, 1]).reset_index(drop=True)
+    labels.loc[labels["filename"] == "p1_both_0.wav", "label"] = "normal"
+    labels.to_csv(corpus / "train.csv", index=False)
+    messages.clear()
+    second = ensure_features(features_dir, corpus / "train", corpus / "train.csv", n_jobs=1, log=messages.append)
+    assert len(second) == 30 and "p0_normal_0.wav" not in second.files
+    assert second.classes[second.files.index("p1_both_0.wav")] == "normal"
+    assert any("2 removed, 1 relabelled" in m and "no feature recomputed" in m for m in messages)
+    assert not any("extracting" in m for m in messages)
+    ungrouped = ensure_features(features_dir, corpus / "train", corpus / "train.csv", groups="none", n_jobs=1)
+    assert ungrouped.groups is None and ungrouped.group_source == "none"
+    inferred = ensure_features(features_dir, corpus / "train", corpus / "train.csv", groups="infer", n_jobs=1)
+    assert inferred.group_source == "inferred" and inferred.n_groups >= 2
+
+
+def test_leakage_audit_sees_near_copies(tmp_path):
+    from hmmclf.cv import leakage_audit
+    from hmmclf.feature_store import FeatureSet
+    from hmmclf.features import FeatureConfig
+    from hmmclf.splits import make_folds
+
+    rng = np.random.default_rng(0)
+    # 40 recordings of 8 near-identical clips each; the label is the recording's, unrelated to the sound.
+    centres = rng.standard_normal((40, 6)) * 3
+    sequences = [
+        (centres[r] + 0.05 * rng.standard_normal((20, 6))).astype(np.float32) for r in range(40) for _ in range(8)
+    ]
+    classes = np.repeat(rng.choice(["normal", "crackle", "wheeze", "both"], size=40), 8)
+    groups = np.repeat([f"r{r}" for r in range(40)], 8)
+    features = FeatureSet(
+        files=[f"c{i}.wav" for i in range(320)],
+        classes=classes,
+        groups=groups,
+        sequences=sequences,
+        original_rates=np.full(320, 4000),
+        durations=np.ones(320),
+        hashes=[""] * 320,
+        config=FeatureConfig(),
+        group_source="column",
+        group_note="column 'recording'",
+    )
+    audit = leakage_audit(features, make_folds(classes, groups, 5, 0), seed=0)
+    assert audit["score_plain_folds"] > 70 and audit["gap"] > 20 and audit["warning"] is None
+    json.dumps(audit)
