@@ -151,7 +151,8 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
     ----------
     classes_ : ndarray of str
         The label classes, in the order of the columns of :meth:`predict_proba`.
-    hmms_ : list of hmmlearn.hmm.GaussianHMM
+    hmms_ : list of hmmlearn.hmm.GaussianHMM or None
+        One per class; None for a class without training clips (never predicted).
     feature_mean_, feature_scale_ : ndarray
         Standardisation statistics of the training frames.
     class_log_prior_ : ndarray
@@ -272,9 +273,8 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         unknown = sorted(set(y.tolist()) - set(CLASSES))
         if unknown:
             raise ValueError(f"unknown label classes {unknown}; expected {list(CLASSES)}")
-        empty = [name for name in CLASSES if not np.any(y == name)]
-        if empty:
-            raise ValueError(f"label class(es) {', '.join(empty)} have no training clips; every class needs some")
+        if not np.any(y == "normal") or len(set(y.tolist())) < 2:
+            raise ValueError("training needs normal clips and clips of at least one abnormal class")
         n_features = sequences[0].shape[1]
         sequences = check_sequences(sequences, n_features)
         all_frames = np.concatenate(sequences)
@@ -288,10 +288,13 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = np.array(CLASSES)
         self.n_features_in_ = n_features
         counts = np.array([np.sum(y == name) for name in CLASSES], dtype=float)
+        present = counts > 0
+        # A class without training clips gets no HMM and a log-prior of -inf: it is never predicted.
+        self.class_log_prior_ = np.full(len(CLASSES), -np.inf)
         if self.class_prior == "empirical":
-            self.class_log_prior_ = np.log(counts / counts.sum())
+            self.class_log_prior_[present] = np.log(counts[present] / counts.sum())
         else:
-            self.class_log_prior_ = np.full(len(CLASSES), -np.log(len(CLASSES)))
+            self.class_log_prior_[present] = -np.log(present.sum())
 
         settings = self._hmm_settings()
         tasks = [
@@ -303,10 +306,14 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
                 (self.random_state, k),
             )
             for k, name in enumerate(CLASSES)
+            if present[k]
         ]
-        fitted = parallel_map(_fit_label_hmm_task, tasks, n_jobs=self.n_jobs)
-        self.hmms_ = [hmm for hmm, _ in fitted]
-        self.fit_report_ = {name: report for name, (_, report) in zip(CLASSES, fitted)}
+        fitted = iter(parallel_map(_fit_label_hmm_task, tasks, n_jobs=self.n_jobs))
+        self.hmms_, self.fit_report_ = [], {}
+        for k, name in enumerate(CLASSES):
+            hmm, report = next(fitted) if present[k] else (None, _ABSENT_REPORT)
+            self.hmms_.append(hmm)
+            self.fit_report_[name] = report
         self.decision_rule_ = self._fit_decision_rule(sequences, y, groups)
         if self.decision_rule_.tuned_on_inner_folds or "note" in self.decision_rule_.report:
             self.fit_report_["decision"] = self.decision_rule_.report
@@ -332,7 +339,7 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
             return ArgmaxRule(f"offsets not tuned: {exc}")
         parts = []
         for train, test in folds:
-            if len(set(y[train].tolist())) < len(CLASSES):
+            if len(set(y[train].tolist())) < len(set(y.tolist())):
                 return ArgmaxRule("offsets not tuned: an inner training fold lacks a label class")
             inner = clone(self).set_params(decision="argmax", n_jobs=1)
             inner.fit([sequences[i] for i in train], y[train])
@@ -417,7 +424,11 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         self._check_fitted()
         (seq,) = check_sequences([frames], self.n_features_in_)
         seq = self._standardize(seq)
-        return {name: hmm.decode(seq, algorithm="viterbi") for name, hmm in zip(self.classes_, self.hmms_)}
+        return {
+            name: hmm.decode(seq, algorithm="viterbi")
+            for name, hmm in zip(self.classes_, self.hmms_)
+            if hmm is not None
+        }
 
     def frame_log_likelihood(self, frames: np.ndarray) -> np.ndarray:
         """Per-frame log-likelihood increments of one clip under each HMM, shape (n_frames, 4).
@@ -432,6 +443,16 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         tags.input_tags.two_d_array = False
         tags.non_deterministic = False
         return tags
+
+
+_ABSENT_REPORT = {
+    "clips": 0,
+    "frames": 0,
+    "n_states": 0,
+    "iterations": 0,
+    "converged": True,
+    "note": "no training clips: no HMM for this class",
+}
 
 
 def _fit_label_hmm_task(task: tuple) -> tuple[Any, dict[str, Any]]:

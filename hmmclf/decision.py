@@ -392,7 +392,11 @@ def search_offsets(
         return np.concatenate([[0.0], values])
 
     best = objective(offsets)
-    moves = [[1, 2, 3]] + [[1], [2], [3]] * rounds
+    # A class never seen in training scores -inf everywhere: no offset can or should move it.
+    abnormal = [k for k in range(1, len(CLASSES)) if np.isfinite(scores[:, k]).any()]
+    if not abnormal:
+        return offsets, best
+    moves = [abnormal] + [[k] for k in abnormal] * rounds
     for columns in moves:
         for step in candidates(columns, offsets):
             trial = offsets.copy()

@@ -272,13 +272,14 @@ def _repair_transitions(hmm: GaussianHMM) -> None:
 
 
 def log_likelihoods(
-    hmms: list[GaussianHMM], frames: np.ndarray, lengths: np.ndarray, per_frame: bool = False
+    hmms: list[GaussianHMM | None], frames: np.ndarray, lengths: np.ndarray, per_frame: bool = False
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Forward log-likelihood of every clip under every HMM.
 
     Parameters
     ----------
-    hmms : list of fitted HMMs, one per label class
+    hmms : list of fitted HMMs (or None), one per label class
+        A class without an HMM gets log-likelihood -inf.
     frames : (sum(lengths), n_features) array
         Standardised frames of all clips, concatenated.
     lengths : (n_clips,) array
@@ -293,6 +294,11 @@ def log_likelihoods(
     totals = np.empty((len(lengths), len(hmms)))
     increments = np.empty((len(frames), len(hmms))) if per_frame else None
     for k, hmm in enumerate(hmms):
+        if hmm is None:
+            totals[:, k] = -np.inf
+            if per_frame:
+                increments[:, k] = -np.inf
+            continue
         log_emission = gaussian_log_density(frames, hmm.means_, hmm._covars_)
         if per_frame:
             totals[:, k], increments[:, k] = sequence_log_likelihoods(

@@ -42,12 +42,15 @@ def save_model(model: HMMClassifier, path: str | os.PathLike[str], feature_confi
     arrays: dict[str, np.ndarray] = {
         "feature_mean": np.asarray(model.feature_mean_, dtype=np.float64),
         "feature_scale": np.asarray(model.feature_scale_, dtype=np.float64),
-        "class_log_prior": np.asarray(model.class_log_prior_, dtype=np.float64),
+        # -inf (a class without training clips) is stored as 0 and restored from meta["absent_classes"].
+        "class_log_prior": np.where(np.isfinite(model.class_log_prior_), model.class_log_prior_, 0.0),
     }
+    absent = [name for name, hmm in zip(model.classes_, model.hmms_) if hmm is None]
     for name, value in model.decision_rule_.to_arrays().items():
         arrays[DECISION_PREFIX + name] = np.asarray(value, dtype=np.float64)
     for name, hmm in zip(model.classes_, model.hmms_):
-        arrays.update(hmm_to_arrays(hmm, name))
+        if hmm is not None:
+            arrays.update(hmm_to_arrays(hmm, name))
     params = model.get_params()
     if params.get("class_offsets") is not None:
         params["class_offsets"] = [float(v) for v in params["class_offsets"]]
@@ -56,6 +59,7 @@ def save_model(model: HMMClassifier, path: str | os.PathLike[str], feature_confi
         "format_version": MODEL_FORMAT_VERSION,
         "hmmclf_version": __version__,
         "classes": list(model.classes_),
+        "absent_classes": absent,
         "n_features": int(model.n_features_in_),
         "params": params,
         "decision_rule": model.decision_rule_.name,
@@ -117,12 +121,16 @@ def load_model(path: str | os.PathLike[str]) -> tuple[HMMClassifier, Any]:
         model.feature_scale_ = checked_array(arrays, "feature_scale", (n_features,))
         if (model.feature_scale_ <= 0).any():
             raise ValueError("feature_scale must be positive")
-        model.class_log_prior_ = checked_array(arrays, "class_log_prior", (len(CLASSES),))
+        absent = list(meta.get("absent_classes", []))
+        if not set(absent) < set(CLASSES) - {"normal"}:
+            raise ValueError(f"absent_classes {absent!r} must be abnormal classes")
+        model.class_log_prior_ = checked_array(arrays, "class_log_prior", (len(CLASSES),)).copy()
+        model.class_log_prior_[[CLASSES.index(name) for name in absent]] = -np.inf
         rule_arrays = {k[len(DECISION_PREFIX) :]: v for k, v in arrays.items() if k.startswith(DECISION_PREFIX)}
         rule = DECISION_RULES[rule_name].from_arrays(rule_arrays, stack_c=model.stack_c)
         rule.report = dict(meta.get("fit_report", {}).get("decision") or rule.report)
         model.decision_rule_ = rule
-        model.hmms_ = [hmm_from_arrays(arrays, name, n_features) for name in CLASSES]
+        model.hmms_ = [None if name in absent else hmm_from_arrays(arrays, name, n_features) for name in CLASSES]
     except (ValueError, TypeError, KeyError) as exc:
         raise ModelFileError(f"{path}: invalid model file ({exc})") from None
     model.classes_ = np.array(CLASSES)

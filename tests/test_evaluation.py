@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from hmmclf.classifier import HMMClassifier
@@ -103,3 +104,12 @@ def test_cross_validate_gives_the_same_results_on_one_or_two_processes(corpus, t
     assert runs[0].predictions.equals(runs[1].predictions)
     # (JSON text, so that NaN rates compare equal.)
     assert json.dumps(runs[0].baselines, sort_keys=True) == json.dumps(runs[1].baselines, sort_keys=True)
+
+
+def test_cv_runs_on_data_without_a_both_clip(corpus, tmp_path):
+    labels = pd.read_csv(corpus / "train.csv")
+    labels[labels["label"] != "both"].to_csv(corpus / "train.csv", index=False)
+    features = extract_corpus(corpus / "train", corpus / "train.csv", tmp_path / "f", n_jobs=1).features
+    assert features.counts()["both"] == 0
+    result = cross_validate(features, HMMClassifier(n_states=2, n_iter=3), n_folds=2, seed=0, n_jobs=1)
+    assert "both" not in set(result.predictions["predicted"]) and result.metrics["score"] > 0.6

@@ -116,8 +116,8 @@ def test_sklearn_api_clone_params_cross_validate_and_pipeline():
 
 def test_invalid_input_and_params():
     X, y = toy_data()
-    with pytest.raises(ValueError, match="both have no training clips"):
-        HMMClassifier().fit(X[:30], y[:30])
+    with pytest.raises(ValueError, match="needs normal clips and clips of at least one abnormal class"):
+        HMMClassifier().fit(X[:12], y[:12])
     with pytest.raises(ValueError, match="topology"):
         HMMClassifier(topology="circular").fit(X, y)
     with pytest.raises(ValueError, match="unknown label classes"):
@@ -291,3 +291,21 @@ def test_tuned_offsets_beat_argmax_on_imbalanced_data():
     assert tuned.fit_report_["decision"]["rule"] == "tuned"
     assert tuned.decision_rule_.offsets[1:].max() > 0  # abnormal classes pushed up against the prior
     assert tuned.score(Xt, yt) > argmax.score(Xt, yt) + 0.05
+
+
+def test_a_class_without_training_clips_is_never_predicted(tmp_path):
+    X, y = toy_data()
+    keep = y != "both"
+    X, y = [x for x, k in zip(X, keep) if k], y[keep]
+    groups = np.array([f"P{i % 6}" for i in range(len(y))])
+    for decision in ("tuned", "argmax", "detectors"):
+        model = HMMClassifier(n_states=2, n_iter=3, decision=decision).fit(X, y, groups=groups)
+        assert model.hmms_[3] is None and "no training clips" in model.fit_report_["both"]["note"]
+        scored = model.score_clips(X)
+        if decision != "detectors":  # two detectors can still both fire: "both" without a "both" HMM
+            assert "both" not in set(scored.predicted) and np.all(scored.posterior[:, 3] == 0)
+        assert model.score(X, y) > 0.8
+    loaded, _ = load_model(save_model(model, tmp_path / "m.npz", FeatureConfig(n_mfcc=2, deltas=1)))
+    np.testing.assert_allclose(loaded.predict_proba(X), model.predict_proba(X))
+    with pytest.raises(ValueError, match="needs normal clips"):
+        HMMClassifier().fit(X[:5], ["normal"] * 5)
