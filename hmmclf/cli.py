@@ -136,6 +136,20 @@ def _data_options(f):
     return f
 
 
+def _config_option(what: str):
+    def decorate(f):
+        return click.option(
+            "--config",
+            "config_path",
+            default=None,
+            metavar="NAME|PATH",
+            help=f"Experiment config {what}: the name of a shipped experiment (listed by 'hmmclf experiments'; "
+            "works from any folder) or the path of a TOML file.",
+        )(f)
+
+    return decorate
+
+
 def _model_options(f):
     f = click.option("--topology", type=click.Choice(["ergodic", "left-right"]), default=None, help="HMM topology.")(f)
     f = click.option("--states", type=click.IntRange(1, 64), default=None, help="Hidden states per HMM.")(f)
@@ -188,13 +202,7 @@ def prepare(kind: str, src: str, out_dir: str, jobs: int | None) -> None:
     type=click.Path(file_okay=False),
     help="Feature cache directory.",
 )
-@click.option(
-    "--config",
-    "config_path",
-    default=None,
-    type=click.Path(dir_okay=False),
-    help="Experiment config (TOML) whose [features] to use.",
-)
+@_config_option("whose [features] to use")
 @_jobs_option
 @_scheduler_option
 def extract(
@@ -255,13 +263,7 @@ def extract(
     type=click.Path(file_okay=False),
     help="Report directory (default reports/cv-<timestamp>).",
 )
-@click.option(
-    "--config",
-    "config_path",
-    default=None,
-    type=click.Path(dir_okay=False),
-    help="Experiment config (TOML): features, model, decision rule, cv.",
-)
+@_config_option("(features, model, decision rule, cv)")
 @click.option(
     "--repeats",
     type=click.IntRange(1, 100),
@@ -289,9 +291,14 @@ def cv(
 ) -> None:
     """Stratified, patient-grouped K-fold cross-validation with the ICBHI metrics.
 
-    Writes report.json, report.md, confusion.png and predictions.csv, with the
-    baselines (always normal, class-prior random, GBM on clip statistics) on
-    the same folds. Options given on the command line override the config.
+    Writes into a new report directory (never overwriting one): report.json
+    (every number, the configuration and the command), report.md, report.html
+    (one self-contained page, figures inlined), predictions.csv (every clip's
+    out-of-fold prediction), confusion.png (confusion matrix), tradeoff.png
+    (sensitivity against specificity) and folds.png (Score, Se, Sp per fold).
+    The baselines (always normal, class-prior random, GBM on clip statistics)
+    run on the same folds. Options given on the command line override the
+    config.
     """
     from .parallel import WORKER_MODULES, compute_backend
 
@@ -349,17 +356,42 @@ def cv(
     default="leaderboard.md",
     show_default=True,
     type=click.Path(dir_okay=False),
-    help="Markdown leaderboard to write.",
+    help="Markdown leaderboard to write; an existing file is refused unless --force.",
 )
-def compare(reports, out_path) -> None:
-    """Leaderboard of cv reports (directories or report.json files), best Score first."""
+@click.option("--force", is_flag=True, help="Overwrite an existing --out file.")
+def compare(reports, out_path, force) -> None:
+    """Leaderboard of cv reports (directories or report.json files), best Score first.
+
+    Each row is named by its experiment plus whatever setting differs between
+    the compared reports (seed, repeats, folds, groups, model and feature
+    parameters), so no two rows share a name. An existing leaderboard file is
+    never overwritten silently: compare stops with an error unless --force is
+    given.
+    """
     from ._atomic import atomic_write_text
+    from .experiment import run_names
     from .report import leaderboard
 
-    text, markdown = leaderboard(reports)
+    if Path(out_path).exists() and not force:
+        raise HmmclfError(f"{out_path}: already exists; give --force to overwrite it, or another --out")
+    text, markdown = leaderboard(reports, name_rows=run_names)
     click.echo(text)
     atomic_write_text(out_path, markdown)
     _log(f"compare: leaderboard written to {out_path}")
+
+
+@main.command()
+@click.option("--names", is_flag=True, help="Only the names, one a line (for scripts).")
+def experiments(names: bool) -> None:
+    """List the experiments shipped with hmmclf: name and description, one a line.
+
+    Run one from any folder with 'hmmclf cv --config NAME' (also extract and
+    train); copy one (find it under hmmclf/experiments/ in the installed
+    package) and pass its path to --config to change it.
+    """
+    from .experiment import format_experiment_list, shipped_experiment_names, shipped_experiments
+
+    click.echo("\n".join(shipped_experiment_names()) if names else format_experiment_list(shipped_experiments()))
 
 
 @main.command()
@@ -381,13 +413,7 @@ def compare(reports, out_path) -> None:
 )
 @_data_options
 @_model_options
-@click.option(
-    "--config",
-    "config_path",
-    default=None,
-    type=click.Path(dir_okay=False),
-    help="Experiment config (TOML) to train with.",
-)
+@_config_option("to train with")
 @_jobs_option
 def train(features_dir, out_path, data_dir, labels_csv, groups, states, topology, config_path, jobs) -> None:
     """Fit the model on every usable clip and save it (npz + JSON, no pickle)."""
@@ -428,13 +454,20 @@ def train(features_dir, out_path, data_dir, labels_csv, groups, states, topology
 def predict(paths, model_path, fmt, jobs) -> None:
     """Predict the label set of clips (files or directories of clips).
 
-    A clip that cannot be read gets an error entry; the others are still
+    A directory is searched (not recursively) for every file whose extension
+    names a format libsndfile reads (wav, flac, ogg, mp3, aiff, ...); what else
+    it holds is listed on stderr, one line per reason ("predict: skipped 2
+    files in DIR that are not audio ...").
+
+    Exit codes: a path that does not exist is a one-line error naming it,
+    exit code 2, before anything is predicted. A clip that exists but cannot
+    be decoded or used gets an error entry in the output; the others are still
     predicted, and the exit code is 1 at the end.
     """
     from .pipeline import predict_clips
     from .report import format_predictions
 
-    results = predict_clips(paths, model_path, n_jobs=jobs)
+    results = predict_clips(paths, model_path, n_jobs=jobs, log=_log)
     click.echo(format_predictions(results, fmt))
     failed = sum("error" in r for r in results)
     if failed:
@@ -483,7 +516,13 @@ def explain(clip, model_path, out_path, fmt) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @_jobs_option
 def demo(directory: str, seed: int, jobs: int | None) -> None:
-    """Synthesise a small corpus in DIRECTORY and run extract, cv, train and predict on it."""
+    """Synthesise a small corpus in DIRECTORY and run extract, cv, train and predict on it.
+
+    Only those four steps (not prepare, compare or explain). The corpus is
+    DIRECTORY/train + DIRECTORY/train.csv; the features, report, model and
+    the predictions of five clips (one per label state and an unreadable one)
+    are written into DIRECTORY too.
+    """
     from .pipeline import run_demo
     from .report import format_predictions, format_summary
 
@@ -491,7 +530,7 @@ def demo(directory: str, seed: int, jobs: int | None) -> None:
     click.echo(format_summary(result.report))
     click.echo(format_predictions(result.predictions, "table"))
     click.echo(
-        f"demo: done in {result.seconds:.1f} s. Corpus {result.directory}/train + train.csv, "
+        f"demo: done in {result.timing()}. Corpus {result.directory}/train + train.csv, "
         f"model {result.model_path}, report {result.report_dir}/report.md"
     )
 

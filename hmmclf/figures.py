@@ -12,6 +12,14 @@ from .labels import CLASSES
 from .metrics import icbhi_metrics
 
 
+def grouping_unit(report: dict[str, Any]) -> str:
+    """What the folds keep apart, as a plural noun: "patients" when the groups are patients, else "groups"."""
+    info = report.get("groups") or {}
+    if info.get("source") in ("column", "filename") and "recording" not in str(info.get("column")):
+        return "patients"
+    return "groups"
+
+
 def _pyplot():
     """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
     import matplotlib
@@ -29,12 +37,12 @@ def _save(fig, path: str | os.PathLike[str]) -> None:
 
 
 def plot_confusion(confusion: list[list[int]], path: str | os.PathLike[str], title: str = "") -> None:
-    """Confusion matrix as a PNG: counts, and colour by row-normalised rate."""
+    """Confusion matrix as a PNG: counts, and colour by row-normalised rate (percent of the true class)."""
     plt = _pyplot()
     counts = np.asarray(confusion, dtype=float)
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(5.2, 4.4), dpi=100)
-    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    fig, ax = plt.subplots(figsize=(5.6, 4.6), dpi=100)
+    image = ax.imshow(100 * rates, cmap="Blues", vmin=0, vmax=100)
     for i in range(counts.shape[0]):
         for j in range(counts.shape[1]):
             ax.text(
@@ -48,10 +56,11 @@ def plot_confusion(confusion: list[list[int]], path: str | os.PathLike[str], tit
             )
     ax.set_xticks(range(len(CLASSES)), CLASSES)
     ax.set_yticks(range(len(CLASSES)), CLASSES)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title or "confusion matrix (row-normalised colour)")
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class (labels file)")
+    ax.set_title((title or "confusion matrix") + "\neach cell: clips, and % of the true class's clips", fontsize=10)
+    bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    bar.set_label("% of the true class's clips (row)")
     fig.tight_layout()
     _save(fig, path)
 
@@ -83,56 +92,72 @@ def tradeoff_curve(predictions, n_points: int = 60) -> dict[str, list[float]]:
 
 
 def plot_tradeoff(curve: dict[str, list[float]], chosen: tuple[float, float], path: str | os.PathLike[str]) -> None:
-    """Se against Sp over the offsets, with the chosen point and always-normal marked."""
+    """Se against Sp (percent) over the offsets, with the chosen point and always-normal marked.
+
+    ``curve`` and ``chosen`` hold fractions (0-1), as in ``report.json``.
+    """
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.2, 4.6), dpi=100)
+    fig, ax = plt.subplots(figsize=(5.6, 5.0), dpi=100)
+    for score in (50, 60, 70, 80):
+        sp = np.linspace(max(0, 2 * score - 100), 100, 50)
+        ax.plot(sp, 2 * score - sp, ":", color="lightgrey", lw=1)
+        ax.text(sp[len(sp) // 2], 2 * score - sp[len(sp) // 2], f"Score {score}", color="grey", fontsize=7)
     ax.plot(
-        curve["specificity"], curve["sensitivity"], "-", color="#4c72b0", lw=1.5, label="moving the abnormal offset"
+        100 * np.asarray(curve["specificity"]),
+        100 * np.asarray(curve["sensitivity"]),
+        "-",
+        color="#4c72b0",
+        lw=1.5,
+        label="one offset added to all abnormal classes",
     )
     ax.plot(
-        [chosen[1]],
-        [chosen[0]],
+        [100 * chosen[1]],
+        [100 * chosen[0]],
         "o",
         color="#c44e52",
         ms=8,
-        label=f"chosen (Se {100 * chosen[0]:.1f}, Sp {100 * chosen[1]:.1f})",
+        label=f"the model's choice (Se {100 * chosen[0]:.1f}%, Sp {100 * chosen[1]:.1f}%)",
     )
-    ax.plot([1.0], [0.0], "s", color="grey", ms=8, label="always normal (Score 50)")
-    for score in (0.5, 0.6, 0.7):
-        sp = np.linspace(max(0, 2 * score - 1), 1, 50)
-        ax.plot(sp, 2 * score - sp, ":", color="lightgrey", lw=1)
-        ax.text(sp[len(sp) // 2], 2 * score - sp[len(sp) // 2], f"Score {int(score * 100)}", color="grey", fontsize=7)
-    ax.set_xlabel("specificity (recall of normal)")
-    ax.set_ylabel("sensitivity (exact-class hits on abnormal)")
-    ax.set_xlim(0, 1.02)
-    ax.set_ylim(0, 1.02)
+    ax.plot([100.0], [0.0], "s", color="grey", ms=8, clip_on=False, label="always normal (Score 50)")
+    ax.set_xlabel("specificity, % (normal clips called normal)")
+    ax.set_ylabel("sensitivity, % (abnormal clips given their exact class)")
+    ax.set_xlim(0, 102)
+    ax.set_ylim(0, 102)
     ax.legend(loc="lower left", fontsize=8)
-    ax.set_title("Se-Sp trade-off (out-of-fold)")
+    ax.set_title("Se-Sp trade-off (out-of-fold predictions)\nup and right is better; dotted: equal Score", fontsize=10)
     fig.tight_layout()
     _save(fig, path)
 
 
 def plot_folds(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    """Per-fold Score, Se and Sp as grouped bars, with the pooled Score as a line."""
+    """Per-fold Score, Se and Sp (percent) as grouped bars, with the pooled Score as a line."""
     plt = _pyplot()
     folds = report["folds"]
+    unit = grouping_unit(report)
     x = np.arange(len(folds))
-    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
-    for i, (key, colour) in enumerate((("score", "#4c72b0"), ("sensitivity", "#dd8452"), ("specificity", "#55a868"))):
-        values = [np.nan_to_num(f["metrics"][key] if f["metrics"][key] is not None else np.nan) for f in folds]
-        ax.bar(x + (i - 1) * 0.27, values, width=0.27, color=colour, label=key)
-    ax.axhline(report["score"], color="#4c72b0", ls="--", lw=1, label=f"pooled Score {100 * report['score']:.1f}")
-    ax.axhline(0.5, color="grey", ls=":", lw=1, label="always normal")
+    fig, ax = plt.subplots(figsize=(6.8, 4.0), dpi=100)
+    bars = (("score", "Score", "#4c72b0"), ("sensitivity", "Se", "#dd8452"), ("specificity", "Sp", "#55a868"))
+    for i, (key, name, colour) in enumerate(bars):
+        values = [100 * np.nan_to_num(f["metrics"][key] if f["metrics"][key] is not None else np.nan) for f in folds]
+        ax.bar(x + (i - 1) * 0.27, values, width=0.27, color=colour, label=name)
+    if report.get("score") is not None:
+        ax.axhline(
+            100 * report["score"], color="#4c72b0", ls="--", lw=1, label=f"pooled Score {100 * report['score']:.1f}"
+        )
+    ax.axhline(50, color="grey", ls=":", lw=1, label="always normal (Score 50)")
     ax.set_xticks(
         x,
         [
-            f"fold {f['fold']}\n({len(f['test_groups'])} groups)" if f["test_groups"] else f"fold {f['fold']}"
+            f"fold {f['fold']}\n({len(f['test_groups'])} {unit} tested)" if f["test_groups"] else f"fold {f['fold']}"
             for f in folds
         ],
     )
-    ax.set_ylim(0, 1.22)
-    ax.set_yticks(np.linspace(0, 1, 6))
+    ax.set_ylim(0, 122)
+    ax.set_yticks(np.arange(0, 101, 20))
+    ax.set_ylabel("percent")
+    ax.set_xlabel("cross-validation fold (each tests clips its model never saw)")
     ax.legend(fontsize=7, ncol=3, loc="upper center")
-    ax.set_title("per-fold Score / Se / Sp (spread across patients)")
+    spread = f"spread across {unit}" if report.get("grouped") else "folds NOT grouped: optimistic"
+    ax.set_title(f"per-fold Score / Se / Sp ({spread})", fontsize=10)
     fig.tight_layout()
     _save(fig, path)

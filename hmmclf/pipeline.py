@@ -23,8 +23,6 @@ from .feature_store import CACHE_FILE, FeatureSet, load_feature_set
 from .features import FeatureConfig
 from .labels import CLASS_LABELS, CLASSES, read_labels
 
-AUDIO_SUFFIXES = (".wav", ".wave", ".flac", ".ogg", ".aif", ".aiff", ".au", ".w64", ".rf64")
-
 ProgressFn = Callable[[str, int, int], None]
 
 
@@ -122,7 +120,8 @@ def _labels_for(
 def extract_summary(result: ExtractResult) -> str:
     """One line: how many clips were used, reused, skipped and why."""
     counts = result.features.counts()
-    reasons = result.skipped["reason"].str.replace(r":.*", "", regex=True).value_counts()
+    # Count reasons without their details: "too short (0.13 s gives 7 frames < 10)" -> "too short".
+    reasons = result.skipped["reason"].str.replace(r"\s*[:(].*", "", regex=True).value_counts()
     skipped = ", ".join(f"{n} {r}" for r, n in reasons.items())
     line = (
         f"extract: {len(result.features)} clips usable ({', '.join(f'{s} {n}' for s, n in counts.items())}); "
@@ -252,16 +251,113 @@ def train_model(
     return model, path, time.perf_counter() - started
 
 
-def list_clips(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Expand directories into their audio files (sorted, not recursive); keep files as given."""
+# Other names libsndfile reads under (it detects a file's format from its header, not its name),
+# each with the major format, and subtype if any, it needs to be available.
+AUDIO_SUFFIX_ALIASES = {
+    ".wave": ("WAV", None),
+    ".aif": ("AIFF", None),
+    ".aifc": ("AIFF", None),
+    ".snd": ("AU", None),
+    ".oga": ("OGG", None),
+    ".opus": ("OGG", "OPUS"),
+    ".sf": ("IRCAM", None),
+    ".sph": ("NIST", None),
+    ".8svx": ("SVX", None),
+    ".mpeg": ("MP3", None),
+    ".mpga": ("MP3", None),
+    ".mp2": ("MP3", "MPEG_LAYER_II"),
+    ".mp1": ("MP3", "MPEG_LAYER_I"),
+}
+
+# A header-less file cannot be decoded without being told its rate and sample format.
+NOT_LISTED_FORMATS = {"RAW"}
+
+
+@functools.lru_cache(maxsize=1)
+def audio_suffixes() -> frozenset[str]:
+    """File extensions (lower case, with the dot) that a directory given to ``predict`` is searched for:
+    every format the installed libsndfile reads (``soundfile.available_formats()``, header-less RAW
+    excepted) and the usual other names of those formats (``.wave``, ``.aif``, ``.oga``, ``.opus``, ...)."""
+    import soundfile
+
+    formats = set(soundfile.available_formats()) - NOT_LISTED_FORMATS
+    suffixes = {f".{name.lower()}" for name in formats}
+    for suffix, (major, subtype) in AUDIO_SUFFIX_ALIASES.items():
+        if major in formats and (subtype is None or subtype in soundfile.available_subtypes(major)):
+            suffixes.add(suffix)
+    return frozenset(suffixes)
+
+
+@dataclass
+class ClipListing:
+    """The clips found in the paths given to ``predict``, and what was passed over in their directories.
+
+    Attributes
+    ----------
+    clips : list of Path
+        Files given, as given; audio files of directories given, sorted.
+    skipped : dict
+        Per directory (as given): ``((noun, reason), names)`` of what it holds but was not listed.
+    """
+
+    clips: list[Path]
+    skipped: dict[str, list[tuple[tuple[str, str], list[str]]]]
+
+    def notes(self, limit: int = 10) -> list[str]:
+        """One line per directory and reason, e.g.
+        ``predict: skipped 2 files in DIR that are not audio (...): notes.txt, x.png``."""
+        lines = []
+        for directory, groups in self.skipped.items():
+            for (noun, reason), names in groups:
+                shown = ", ".join(names[:limit]) + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+                one = len(names) == 1
+                count, reason = f"{len(names)} {noun}{'' if one else 's'}", reason.format(are="is" if one else "are")
+                lines.append(f"predict: skipped {count} in {directory} {reason}: {shown}")
+        return lines
+
+
+def list_clips(paths: Iterable[str | os.PathLike[str]]) -> ClipListing:
+    """Expand directories into their audio files (sorted, not recursive); keep files as given.
+
+    A directory's audio files are those whose extension names a format libsndfile reads
+    (:func:`audio_suffixes`). Whatever else it holds is reported in ``skipped`` with the reason:
+    other files, hidden files (``.DS_Store``, macOS ``._clip.wav`` copies) and sub-folders.
+
+    Raises
+    ------
+    HmmclfError
+        A path that does not exist (one line naming every such path).
+    """
+    paths = [Path(raw) for raw in paths]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise HmmclfError(f"no such file or directory: {', '.join(missing)}")
+    suffixes = audio_suffixes()
     clips: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            clips.extend(sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES))
-        else:
+    skipped: dict[str, list[tuple[tuple[str, str], list[str]]]] = {}
+    for path in paths:
+        if not path.is_dir():
             clips.append(path)
-    return clips
+            continue
+        found, hidden, other, folders = [], [], [], []
+        for entry in sorted(path.iterdir()):
+            if entry.name.startswith("."):
+                hidden.append(entry.name)
+            elif entry.is_dir():
+                folders.append(entry.name + "/")
+            elif entry.suffix.lower() in suffixes:
+                found.append(entry)
+            else:
+                other.append(entry.name)
+        clips.extend(found)
+        groups = [
+            (("file", "that {are} not audio (no extension libsndfile reads)"), other),
+            (("hidden file", "(name starts with '.')"), hidden),
+            (("folder", "(not searched: give a folder as a path of its own)"), folders),
+        ]
+        if any(names for _, names in groups):
+            skipped[str(path)] = [(kind, names) for kind, names in groups if names]
+    return ClipListing(clips, skipped)
 
 
 def predict_clips(
@@ -269,24 +365,37 @@ def predict_clips(
     model_path: str | os.PathLike[str],
     n_jobs: int | None = 1,
     chunk_size: int = 64,
+    log: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Predict every clip; an unreadable clip gets an ``error`` entry instead.
+    """Predict every clip; a clip that exists but cannot be used gets an ``error`` entry instead.
+
+    Directories are searched for audio files (:func:`list_clips`); ``log`` gets
+    one line per directory and reason for the files passed over.
 
     Returns
     -------
     list of dict
         Per clip: ``file``, ``labels`` (the label set), ``class``,
         ``log_likelihood`` and ``posterior`` per class; or ``file`` and ``error``.
+
+    Raises
+    ------
+    HmmclfError
+        A path that does not exist, no audio file at all, or an unusable model file.
     """
     from .model_io import load_model
     from .parallel import parallel_map
 
-    model, config = load_model(model_path)
-    clips = [str(p) for p in list_clips(paths)]
-    # Workers may run in another directory; the output keeps the paths as given.
-    absolute = [os.path.abspath(c) for c in clips]
+    listing = list_clips(paths)
+    say = log or (lambda message: None)
+    for note in listing.notes():
+        say(note)
+    clips = [str(p) for p in listing.clips]
     if not clips:
         raise HmmclfError(f"no audio files found in {', '.join(str(p) for p in paths)}")
+    model, config = load_model(model_path)
+    # Workers may run in another directory; the output keeps the paths as given.
+    absolute = [os.path.abspath(c) for c in clips]
     chunks = [absolute[k : k + chunk_size] for k in range(0, len(absolute), chunk_size)]
     tasks = [ChunkTask(chunk, config, DEFAULT_MAX_SECONDS) for chunk in chunks]
     results = [r for chunk in parallel_map(features_of_chunk, tasks, n_jobs=n_jobs) for r in chunk]
@@ -313,7 +422,8 @@ def predict_clips(
 
 @dataclass
 class DemoResult:
-    """What :func:`run_demo` made."""
+    """What :func:`run_demo` made; ``stage_seconds`` is the wall time of each step on its own
+    (synthesis, extract, cv, train, predict), ``seconds`` the whole run."""
 
     directory: Path
     report: dict[str, Any]
@@ -321,6 +431,12 @@ class DemoResult:
     predictions: list[dict[str, Any]]
     seconds: float
     report_dir: Path
+    stage_seconds: dict[str, float]
+
+    def timing(self) -> str:
+        """``12.3 s (synthesis 0.4 s, extract 3.0 s, cv 6.1 s, train 2.2 s, predict 0.6 s)``."""
+        stages = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.stage_seconds.items())
+        return f"{self.seconds:.1f} s ({stages})"
 
 
 def run_demo(
@@ -331,20 +447,30 @@ def run_demo(
     progress: ProgressFn | None = None,
     log: Callable[[str], None] | None = None,
 ) -> DemoResult:
-    """Synthesise the demo corpus in ``directory`` and run extract, cv, train and predict on it."""
+    """Synthesise the demo corpus in ``directory`` and run extract, cv, train and predict on it
+    (not prepare, compare or explain)."""
     import pandas as pd
 
     from .synthetic import synthesize_corpus
 
     started = time.perf_counter()
+    stage_seconds: dict[str, float] = {}
+
+    def stage_done(name: str, since: float) -> float:
+        now = time.perf_counter()
+        stage_seconds[name] = now - since
+        return now
+
     directory = Path(directory)
     say = log or (lambda message: None)
     synthesize_corpus(directory, seed=seed)
     say(f"demo: synthesised corpus in {directory}/train with {directory}/train.csv")
+    mark = stage_done("synthesis", started)
     extracted = extract_corpus(
         directory / "train", directory / "train.csv", directory / "features", n_jobs=n_jobs, progress=progress
     )
     say(extract_summary(extracted))
+    mark = stage_done("extract", mark)
     report_dir = new_report_dir(directory / "reports")
     report = run_cv(
         extracted.features,
@@ -355,13 +481,17 @@ def run_demo(
         progress=progress,
         command=f"hmmclf demo {directory} --seed {seed}",
     )
-    _, model_path, train_seconds = train_model(extracted.features, directory / "model.npz")
-    say(f"demo: model trained on all clips in {train_seconds:.1f} s -> {model_path}")
+    mark = stage_done("cv", mark)
+    _, model_path, _ = train_model(extracted.features, directory / "model.npz")
+    mark = stage_done("train", mark)
+    # The training step alone: not the time since the demo started.
+    say(f"demo: model trained on all clips in {stage_seconds['train']:.1f} s -> {model_path}")
     labels = pd.read_csv(directory / "train.csv")
     # One clip per label class, plus the unreadable file, to show both kinds of output.
     examples = [labels.loc[labels["label"] == name, "filename"].iloc[0] for name in CLASSES]
     examples += [f for f in labels["filename"] if f not in extracted.features.files][:1]
     predictions = predict_clips([directory / "train" / f for f in examples], model_path)
+    stage_done("predict", mark)
     return DemoResult(
         directory=directory,
         report=report,
@@ -369,4 +499,5 @@ def run_demo(
         predictions=predictions,
         seconds=time.perf_counter() - started,
         report_dir=report_dir,
+        stage_seconds=stage_seconds,
     )

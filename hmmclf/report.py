@@ -13,9 +13,14 @@ import numpy as np
 from . import __version__
 from ._atomic import atomic_open, atomic_write_text
 from .cv import CVResult
-from .figures import plot_confusion, plot_folds, plot_tradeoff, tradeoff_curve
+from .figures import grouping_unit, plot_confusion, plot_folds, plot_tradeoff, tradeoff_curve
 from .labels import CLASSES
 
+FIGURES = {
+    "confusion": "Confusion matrix: counts and percent of each true class",
+    "tradeoff": "Sensitivity-specificity trade-off as the abnormal offset moves",
+    "folds": "Per-fold Score, Se and Sp",
+}
 BASELINE_TITLES = {
     "always_normal": "always normal",
     "prior_random": "class-prior random",
@@ -40,14 +45,23 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:.1f}"
 
 
+def _mean_std(stats: dict[str, dict[str, float]]) -> list[tuple[str, str]]:
+    """(Score, Se, Sp) as ("Score", "79.2 ± 4.5") pairs from {metric: {mean, std}}."""
+    names = (("score", "Score"), ("sensitivity", "Se"), ("specificity", "Sp"))
+    return [(n, f"{_pct(stats[k]['mean'])} ± {_pct(stats[k]['std'])}") for k, n in names]
+
+
 def report_dict(result: CVResult, command: str | None = None, extra: dict | None = None) -> dict[str, Any]:
     """The content of ``report.json``."""
     m = result.metrics
     fold_stats = {
         key: dict(zip(("mean", "std"), result.fold_summary(key))) for key in ("score", "sensitivity", "specificity")
     }
+    from datetime import datetime
+
     out = {
         "hmmclf_version": __version__,
+        "created": datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": command,
         "score": m["score"],
         "sensitivity": m["sensitivity"],
@@ -87,31 +101,13 @@ def format_summary(report: dict[str, Any]) -> str:
         )
     lines.append("(percent; the last four columns are per-class recall)")
     if "fold_mean_std" in report:
-        fs = report["fold_mean_std"]
-        lines.append(
-            "over folds: Score {} ± {}, Se {} ± {}, Sp {} ± {}".format(
-                _pct(fs["score"]["mean"]),
-                _pct(fs["score"]["std"]),
-                _pct(fs["sensitivity"]["mean"]),
-                _pct(fs["sensitivity"]["std"]),
-                _pct(fs["specificity"]["mean"]),
-                _pct(fs["specificity"]["std"]),
-            )
-        )
+        lines.append("over folds: " + ", ".join(f"{n} {v}" for n, v in _mean_std(report["fold_mean_std"])))
     if report.get("repeat_mean_std"):
-        rs = report["repeat_mean_std"]
-        lines.append(
-            f"over {len(report['repeats'])} repeats (seeds {', '.join(str(r['seed']) for r in report['repeats'])}): "
-            f"Score {_pct(rs['score']['mean'])} ± {_pct(rs['score']['std'])}, "
-            f"Se {_pct(rs['sensitivity']['mean'])} ± {_pct(rs['sensitivity']['std'])}, "
-            f"Sp {_pct(rs['specificity']['mean'])} ± {_pct(rs['specificity']['std'])}"
-        )
+        seeds = ", ".join(str(r["seed"]) for r in report["repeats"])
+        mean_std = ", ".join(f"{n} {v}" for n, v in _mean_std(report["repeat_mean_std"]))
+        lines.append(f"over {len(report['repeats'])} repeats (seeds {seeds}): {mean_std}")
     if report.get("score_interval"):
-        ci = report["score_interval"]
-        lines.append(
-            f"Score {int(ci['level'] * 100)}% bootstrap interval over {ci['resampled']}: "
-            f"{_pct(ci['low'])} to {_pct(ci['high'])}"
-        )
+        lines.append(describe_interval(report))
     lines.append(describe_grouping(report))
     if report.get("leakage"):
         lines.append(describe_leakage(report["leakage"]))
@@ -127,12 +123,86 @@ def describe_grouping(report: dict[str, Any]) -> str:
     info = report.get("groups") or {}
     if not report.get("grouped"):
         return "folds: NOT grouped (no patient, recording or inferred groups): scores are optimistic"
-    unit = (
-        "patients"
-        if info.get("source") in ("column", "filename") and "recording" not in str(info.get("column"))
-        else "groups"
-    )
+    unit = grouping_unit(report)
     return f"folds: grouped by {info.get('note', report.get('group_column'))}: {info.get('n_groups', '?')} {unit}"
+
+
+def describe_interval(report: dict[str, Any]) -> str:
+    """The Score's bootstrap interval, and plainly whether it is distinguishable from always answering normal."""
+    ci = report["score_interval"]
+    text = (
+        f"Score {int(round(ci['level'] * 100))}% bootstrap interval (resampling {ci['resampled']}): "
+        f"{_pct(ci['low'])} to {_pct(ci['high'])}"
+    )
+    if ci["low"] is None or ci["high"] is None:
+        return text
+    if ci["low"] <= 0.5 <= ci["high"]:
+        return text + "; the interval includes 50: this result is not distinguishable from always answering normal"
+    if ci["high"] < 0.5:
+        return text + "; the whole interval is below 50: this result is worse than always answering normal"
+    return text + "; the whole interval is above 50, the Score of always answering normal"
+
+
+def _data_text(report: dict[str, Any]) -> str:
+    """Where the clips came from, as far as the report knows."""
+    data = report.get("data")
+    if isinstance(data, dict):
+        parts = [f"{k.replace('_', ' ')} {v}" for k, v in data.items() if v not in (None, "")]
+    elif data:
+        parts = [str(data)]
+    else:
+        parts = [f"{k.replace('_', ' ')} {report[k]}" for k in ("data_dir", "labels", "features") if report.get(k)]
+    return ", ".join(parts) or "not recorded in this report (see the command)"
+
+
+def header_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """The facts a report opens with: version, date, command, data, clips, wall time."""
+    cfg = report.get("config") or {}
+    counts = cfg.get("counts") or {}
+    clips = f"{report['n_clips']}" + (f" ({', '.join(f'{k} {v}' for k, v in counts.items())})" if counts else "")
+    return [
+        ("hmmclf version", str(report.get("hmmclf_version", "?"))),
+        ("run finished", str(report.get("created") or "date not recorded").replace("T", " ")),
+        ("experiment", str((report.get("experiment") or {}).get("name", "default"))),
+        ("command", str(report.get("command") or "(not recorded)")),
+        ("data", _data_text(report)),
+        ("clips", clips),
+        ("wall time", f"{report['seconds']:.1f} s"),
+    ]
+
+
+def config_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """The configuration as readable rows: folds, seeds, groups, features, model."""
+    cfg = report.get("config") or {}
+    fc = cfg.get("feature_config") or {}
+    params = dict(cfg.get("model_params") or {})
+    repeats = report.get("repeats") or []
+    rows = [
+        ("folds", f"{cfg.get('folds', '?')}-fold stratified cross-validation"),
+        ("seed", str(cfg.get("seed", "?"))),
+        ("repeats", f"{len(repeats)} (seeds {', '.join(str(r['seed']) for r in repeats)})" if repeats else "1"),
+        ("groups", describe_grouping(report).removeprefix("folds: ")),
+    ]
+    if fc:
+        sr = fc.get("sample_rate", 0) or 1
+        extra = ", ".join(fc.get("extra") or []) or "none"
+        rows += [
+            ("feature band", f"{fc.get('fmin', 0):.0f}–{fc.get('fmax', 0):.0f} Hz (clips resampled to {sr} Hz)"),
+            (
+                "features",
+                f"{fc.get('n_mfcc')} MFCC from {fc.get('n_mels')} mel bands, deltas {fc.get('deltas')}, "
+                f"frames {1000 * fc.get('frame_length', 0) / sr:.0f} ms every {1000 * fc.get('hop_length', 0) / sr:.0f}"
+                f" ms, cepstral mean normalisation {'on' if fc.get('cepstral_mean_norm') else 'off'}, extra {extra}",
+            ),
+        ]
+    if params:
+        p = params.get
+        model = f"{cfg.get('model', 'model')}: {p('n_states')} hidden states per class HMM, {p('topology')}, "
+        model += f"decision rule {p('decision')}, class prior {p('class_prior')}, up to {p('n_iter')} EM iterations"
+        main = ("n_states", "topology", "decision", "class_prior", "n_iter", "n_jobs")
+        rest = ", ".join(f"{k} {v}" for k, v in params.items() if k not in main)
+        rows += [("model", model), ("other model parameters", rest)]
+    return rows
 
 
 def describe_leakage(leakage: dict[str, Any]) -> str:
@@ -149,20 +219,20 @@ def describe_leakage(leakage: dict[str, Any]) -> str:
 def format_markdown(report: dict[str, Any]) -> str:
     """``report.md``: the same facts as the JSON, for people."""
     cfg = report["config"]
-    out = ["# hmmclf cross-validation report", ""]
-    if report.get("command"):
-        out += [f"Command: `{report['command']}`", ""]
+    out = ["# hmmclf cross-validation report", "", "| | |", "|---|---|"]
+    for name, value in header_rows(report):
+        out.append(f"| {name} | " + (f"`{value}`" if name == "command" else value.replace("|", "\\|")) + " |")
     grouping = describe_grouping(report) if report["grouped"] else f"**{describe_grouping(report)}**"
     out += [
-        f"{cfg['folds']}-fold stratified CV, seed {cfg['seed']}, {report['n_clips']} clips, {grouping}. "
-        f"Wall time {report['seconds']:.1f} s.",
+        "",
+        f"{cfg['folds']}-fold stratified CV, seed {cfg['seed']}, {report['n_clips']} clips, {grouping}.",
         "",
     ]
     for warning in report.get("warnings", []):
         out += [f"> **Warning:** {warning}", ""]
     if report.get("leakage"):
         out += ["## Leakage audit", "", describe_leakage(report["leakage"]).replace("\n", "\n\n"), ""]
-    out += ["## Scores (ICBHI 2017 definitions, pooled out-of-fold predictions)", ""]
+    out += ["## Scores (percent; ICBHI 2017 definitions, pooled out-of-fold predictions)", ""]
     out += ["| system | Score | Se | Sp | " + " | ".join(f"recall {s}" for s in CLASSES) + " |"]
     out += ["|---" * (4 + len(CLASSES)) + "|"]
     rows = [("**hmmclf**", report)] + [(BASELINE_TITLES.get(k, k), v) for k, v in report.get("baselines", {}).items()]
@@ -184,20 +254,12 @@ def format_markdown(report: dict[str, Any]) -> str:
             f"| {r['seed']} | {_pct(r['score'])} | {_pct(r['sensitivity'])} | {_pct(r['specificity'])} |"
             for r in report["repeats"]
         ]
-        rs = report["repeat_mean_std"]
-        out += [
-            f"| mean ± std | {_pct(rs['score']['mean'])} ± {_pct(rs['score']['std'])} | "
-            f"{_pct(rs['sensitivity']['mean'])} ± {_pct(rs['sensitivity']['std'])} | "
-            f"{_pct(rs['specificity']['mean'])} ± {_pct(rs['specificity']['std'])} |",
-            "",
-        ]
+        out += ["| mean ± std | " + " | ".join(v for _, v in _mean_std(report["repeat_mean_std"])) + " |", ""]
     if report.get("score_interval"):
-        ci = report["score_interval"]
-        out += [
-            f"Score {int(ci['level'] * 100)}% bootstrap interval (resampling {ci['resampled']}): "
-            f"{_pct(ci['low'])} – {_pct(ci['high'])}",
-            "",
-        ]
+        text = describe_interval(report) + "."
+        out += [f"**{text}**" if "includes 50" in text or "below 50" in text else text, ""]
+    out += ["## Figures", ""]
+    out += [f"![{caption}]({name}.png)\n\n*{caption}*\n" for name, caption in FIGURES.items()]
     out += ["## Per class", "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
     for s in CLASSES:
         c = report["per_class"][s]
@@ -215,7 +277,7 @@ def format_markdown(report: dict[str, Any]) -> str:
         "",
         "## Folds",
         "",
-        "| fold | train | test | Score | Se | Sp | test groups |",
+        f"| fold | train | test | Score | Se | Sp | test {grouping_unit(report)} |",
         "|---|---|---|---|---|---|---|",
     ]
     for f in report["folds"]:
@@ -225,7 +287,10 @@ def format_markdown(report: dict[str, Any]) -> str:
             f"| {f['fold']} | {f['train_size']} | {f['test_size']} | {_pct(m['score'])} | "
             f"{_pct(m['sensitivity'])} | {_pct(m['specificity'])} | {groups} |"
         )
-    out += ["", "## Configuration", "", "```json", json.dumps(cfg, indent=2), "```", ""]
+    out += ["", "## Configuration", "", "| setting | value |", "|---|---|"]
+    out += [f"| {name} | {value.replace('|', '/')} |" for name, value in config_rows(report)]
+    out += ["", "<details><summary>full configuration (JSON)</summary>", "", "```json", json.dumps(cfg, indent=2)]
+    out += ["```", "", "</details>", ""]
     return "\n".join(out)
 
 
@@ -251,7 +316,7 @@ def write_cv_report(
     plot_confusion(
         report["confusion_matrix"],
         out_dir / "confusion.png",
-        title=f"Score {_pct(report['score'])}  Se {_pct(report['sensitivity'])}  Sp {_pct(report['specificity'])}",
+        title=f"Score {_pct(report['score'])}, Se {_pct(report['sensitivity'])}%, Sp {_pct(report['specificity'])}%",
     )
     curve = tradeoff_curve(result.predictions)
     report["tradeoff_curve"] = _jsonable(curve)
@@ -278,16 +343,27 @@ def _load_report(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any]]:
     return str(file.parent), report
 
 
-def leaderboard(paths: list[str | os.PathLike[str]]) -> tuple[str, str]:
+def leaderboard(paths: list[str | os.PathLike[str]], name_rows: Any = None) -> tuple[str, str]:
     """Leaderboard of cv reports, best Score first, as (terminal text, Markdown).
 
     Columns: experiment, Score, Se, Sp, per-class recall, fold mean ± std of
-    the Score, grouped or not, wall time, report directory.
+    the Score, grouped or not, wall time, report directory. Rows are named by ``name_rows(reports)``
+    (``hmmclf.experiment.run_names``: experiment + the settings that differ), else by experiment; names
+    still shared get the report directory appended. A report given twice is an error.
     """
+    from .errors import HmmclfError
+
+    loaded = [_load_report(path) for path in paths]
+    files = [Path(directory, "report.json").resolve() for directory, _ in loaded]
+    if len(set(files)) < len(files):
+        raise HmmclfError(f"{next(f for f in files if files.count(f) > 1)}: given twice")
+    reports = [report for _, report in loaded]
+    names = name_rows(reports) if name_rows else [(r.get("experiment") or {}).get("name", "default") for r in reports]
+    unique = list(names)
+    for suffix in (lambda d: Path(d).name, str):  # the report folder's name, else its whole path
+        unique = [f"{b} [{suffix(d)}]" if unique.count(n) > 1 else n for n, b, (d, _) in zip(unique, names, loaded)]
     rows = []
-    for path in paths:
-        directory, report = _load_report(path)
-        experiment = (report.get("experiment") or {}).get("name", "default")
+    for experiment, (directory, report) in zip(unique, loaded):
         fold = report.get("fold_mean_std", {}).get("score", {})
         repeat = report.get("repeat_mean_std", {}).get("score")
         rows.append(
@@ -390,13 +466,16 @@ def format_html(report: dict[str, Any], images: dict[str, Path]) -> str:
     )
     cfg = report["config"]
     warnings_html = "".join(f"<p class='warn'>Warning: {html.escape(w)}</p>" for w in report.get("warnings", []))
-    interval = report.get("score_interval")
-    interval_html = (
-        f"<p>Score {int(interval['level'] * 100)}% bootstrap interval (resampling {interval['resampled']}): "
-        f"{_pct(interval['low'])} – {_pct(interval['high'])}</p>"
-        if interval
-        else ""
+    interval_html = ""
+    if report.get("score_interval"):
+        text = html.escape(describe_interval(report))
+        flagged = "includes 50" in text or "below 50" in text
+        interval_html = f"<p class='warn'><strong>{text}.</strong></p>" if flagged else f"<p>{text}.</p>"
+    facts = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>" + (f"<code>{html.escape(v)}</code>" if k == "command" else html.escape(v))
+        for k, v in header_rows(report)
     )
+    settings = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in config_rows(report))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>hmmclf cross-validation report</title>
 <style>
@@ -404,31 +483,30 @@ body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto;
 table {{ border-collapse: collapse; margin: 0.6em 0 1.4em; }}
 th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }}
 th {{ background: #f3f3f3; }} td:first-child {{ text-align: left; }}
+table.facts th {{ text-align: left; white-space: nowrap; }} table.facts td {{ text-align: left; }}
 figure {{ display: inline-block; margin: 0.5em; }} img {{ max-width: 100%; }}
 .warn {{ color: #b00; }} code {{ background: #f3f3f3; padding: 0 0.2em; }}
 </style></head><body>
 <h1>hmmclf cross-validation report</h1>
-<p>Command: <code>{html.escape(str(report.get("command")))}</code></p>
-<p>{cfg["folds"]}-fold stratified CV, seed {cfg["seed"]}, {report["n_clips"]} clips, {grouping}.
-Wall time {report["seconds"]:.1f} s.</p>
+<table class="facts">{facts}</table>
+<p>{cfg["folds"]}-fold stratified CV, seed {cfg["seed"]}, {report["n_clips"]} clips, {grouping}.</p>
 {warnings_html}
-<h2>Scores (ICBHI 2017, pooled out-of-fold)</h2>
+<h2>Scores (percent; ICBHI 2017, pooled out-of-fold)</h2>
 {table(["system", "Score", "Se", "Sp"] + [f"recall {s}" for s in CLASSES], score_rows)}
 <p>Se: exact-class hits over all abnormal clips; Sp: recall of normal; Score = (Se+Sp)/2.
 Always answering normal scores 50.</p>
 {interval_html}
 {leakage_html}
-{img("confusion", "Confusion matrix: counts and row-normalised rates")}
-{img("tradeoff", "Sensitivity-specificity trade-off as the abnormal offset moves")}
-{img("folds", "Per-fold Score, Se and Sp")}
+{"".join(img(name, caption) for name, caption in FIGURES.items())}
 <h2>Per class</h2>
 {table(["class", "precision", "recall", "F1", "support"], class_rows)}
 <h2>Confusion matrix (rows true, columns predicted)</h2>
 {table(["true / predicted"] + list(CLASSES), confusion_rows)}
 <h2>Folds</h2>
-{table(["fold", "train", "test", "Score", "Se", "Sp", "test groups"], fold_rows)}
+{table(["fold", "train", "test", "Score", "Se", "Sp", f"test {grouping_unit(report)}"], fold_rows)}
 <h2>Configuration</h2>
-<pre>{html.escape(json.dumps(cfg, indent=2))}</pre>
+<table class="facts">{settings}</table>
+<details><summary>full configuration (JSON)</summary><pre>{html.escape(json.dumps(cfg, indent=2))}</pre></details>
 </body></html>
 """
 
@@ -442,6 +520,13 @@ def format_fit_report(fit_report: dict[str, Any]) -> str:
             f"  {name:8s} {rep['clips']:5d} clips {rep['frames']:7d} frames, {rep['n_states']} states, "
             f"{rep['iterations']} EM iterations, "
             + ("converged" if rep["converged"] else "NOT converged (n_iter reached)")
+        )
+    stopped = [fit_report[name]["iterations"] for name in CLASSES if not fit_report[name]["converged"]]
+    if stopped:
+        lines.append(
+            f"  NOT converged means EM stopped at its limit of n_iter = {max(stopped)} iterations (10 by default, "
+            "since more iterations gained little on held-out data) while the likelihood was still rising; "
+            "the fitted HMM is used as it is, and the cv Score, measured with the same limit, already reflects it."
         )
     decision = fit_report.get("decision")
     if decision:

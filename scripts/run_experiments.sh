@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Run every experiments/*.toml (or the configs given) through `hmmclf cv --config`, then print
-# and write the leaderboard. Usage, from a directory holding train/ and train.csv:
-#   bash /path/to/hmmclf/scripts/run_experiments.sh [CONFIG.toml ...]
+# Run every experiment shipped with hmmclf (`hmmclf experiments`; the TOML files live in the
+# package, hmmclf/experiments/) or the configs given (shipped names or TOML paths) through
+# `hmmclf cv --config`, then print and write the leaderboard. Usage, from a directory holding
+# train/ and train.csv:
+#   bash /path/to/hmmclf/scripts/run_experiments.sh [NAME|CONFIG.toml ...]
 # Reports go to reports/exp-<name>/ (an existing one is reused, never overwritten);
-# the leaderboard to reports/leaderboard.md.
+# the leaderboard to reports/leaderboard.md (rewritten at every run).
 set -euo pipefail
-here="$(cd "$(dirname "$0")/.." && pwd)"
 configs=("$@")
-[ ${#configs[@]} -gt 0 ] || configs=("$here"/experiments/*.toml)
+if [ ${#configs[@]} -eq 0 ]; then
+  mapfile -t configs < <(hmmclf experiments --names)
+  [ ${#configs[@]} -gt 0 ] || { echo "run_experiments.sh: hmmclf ships no experiments" >&2; exit 1; }
+fi
 reports=()
 for config in "${configs[@]}"; do
   name="$(basename "$config" .toml)"
@@ -19,4 +23,4 @@ for config in "${configs[@]}"; do
   reports+=("$out")
 done
 [ -f reports/default/report.json ] || hmmclf cv --out reports/default
-hmmclf compare reports/default "${reports[@]}" --out reports/leaderboard.md
+hmmclf compare reports/default "${reports[@]}" --out reports/leaderboard.md --force

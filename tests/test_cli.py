@@ -1,11 +1,18 @@
 import json
 import os
+import re
 
+import numpy as np
 import pandas as pd
 import pytest
+import soundfile as sf
 from click.testing import CliRunner
+from conftest import build_corpus, make_signal
 
 from hmmclf.cli import main
+from hmmclf.labels import CLASSES
+from hmmclf.pipeline import audio_suffixes, list_clips
+from hmmclf.report import format_fit_report
 
 
 @pytest.fixture
@@ -87,6 +94,7 @@ def test_user_errors_are_one_line(runner, tmp_path):
     assert len(errors) == 1 and "no file column" in errors[0] and "train.csv" in errors[0]
     assert "Traceback" not in result.output
 
+    (tmp_path / "x.wav").write_bytes(b"RIFF")  # exists: the model is what is missing
     result = invoke(runner, ["predict", "x.wav", "--model", "nope.npz"], tmp_path)
     assert result.exit_code == 2 and "no model file" in result.output
 
@@ -119,8 +127,16 @@ def test_without_patients_groups_are_inferred_and_none_warns_loudly(runner, corp
 
 
 def test_demo_is_far_above_chance(runner, tmp_path):
-    result = invoke(runner, ["demo", "demo", "--jobs", "2"], tmp_path)
+    result = invoke(runner, ["demo", "demo", "--jobs", "1"], tmp_path)
     assert result.exit_code == 0, result.output
+    # The training line gives the training step alone, not the time since the demo started.
+    trained = float(re.search(r"model trained on all clips in ([0-9.]+) s", result.output).group(1))
+    done = re.search(r"demo: done in ([0-9.]+) s \(([^)]*)\)", result.output)
+    stages = {name: float(value) for name, value in re.findall(r"(\w+) ([0-9.]+) s", done.group(2))}
+    assert set(stages) == {"synthesis", "extract", "cv", "train", "predict"}
+    assert trained == stages["train"]
+    assert trained <= float(done.group(1)) - stages["cv"] - stages["extract"] + 0.15
+    assert sum(stages.values()) <= float(done.group(1)) + 0.3
     reports = list((tmp_path / "demo" / "reports").glob("cv-*/report.json"))
     assert len(reports) == 1
     report = json.loads(reports[0].read_text())
@@ -129,3 +145,152 @@ def test_demo_is_far_above_chance(runner, tmp_path):
     assert report["score"] > report["baseline"]["score"] + 0.2
     assert "broken_000.wav" in (tmp_path / "demo" / "features" / "skipped.csv").read_text()
     assert "ERROR: cannot decode" in result.output
+
+
+# ---------------------------------------------------------------- predict: listing, exit codes
+
+
+def test_every_format_libsndfile_reads_is_listed():
+    suffixes = audio_suffixes()
+    for name in sf.available_formats():
+        if name != "RAW":  # header-less: not decodable without being told its format
+            assert f".{name.lower()}" in suffixes, name
+    for alias in (".wav", ".wave", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".au", ".w64", ".rf64"):
+        assert alias in suffixes, alias
+    if "MP3" in sf.available_formats():
+        assert {".mp3", ".mpeg"} <= suffixes
+    if "OPUS" in sf.available_subtypes("OGG"):
+        assert ".opus" in suffixes
+    for other in (".txt", ".png", ".csv", ".raw", ".m4a", ".npz", ""):
+        assert other not in suffixes, other
+
+
+def test_a_directory_listing_names_what_it_skipped_and_why(tmp_path):
+    if "MP3" not in sf.available_formats():
+        pytest.skip("this libsndfile reads no MP3")
+    folder = tmp_path / "clips"
+    (folder / "sub").mkdir(parents=True)
+    # Names only: the listing is checked, not the decoding.
+    for name in ("b.mp3", "a.WAV", "c.aiff", "d.ogg", "e.wave", "f.flac", "notes.txt", "x.png", "README", ".DS_Store"):
+        (folder / name).write_bytes(b"not decoded here")
+    given = tmp_path / "given.txt"
+    given.write_text("a file given by name is kept as given")
+    listing = list_clips([folder, given])
+    assert [p.name for p in listing.clips] == ["a.WAV", "b.mp3", "c.aiff", "d.ogg", "e.wave", "f.flac", "given.txt"]
+    not_audio = "that are not audio (no extension libsndfile reads)"
+    assert listing.notes() == [
+        f"predict: skipped 3 files in {folder} {not_audio}: README, notes.txt, x.png",
+        f"predict: skipped 1 hidden file in {folder} (name starts with '.'): .DS_Store",
+        f"predict: skipped 1 folder in {folder} (not searched: give a folder as a path of its own): sub/",
+    ]
+    assert list_clips([folder / "a.WAV"]).notes() == []
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A corpus with a model trained by the CLI with n_iter = 1 (fast; never "converged")."""
+    root = build_corpus(tmp_path_factory.mktemp("trained"))
+    (root / "quick.toml").write_text('name = "quick"\ndescription = "one EM step"\n[model]\nn_states = 2\nn_iter = 1\n')
+    result = invoke(CliRunner(), ["train", "--config", "quick.toml", "--jobs", "1"], root)
+    assert result.exit_code == 0, result.output
+    return root, result
+
+
+def _write_formats(folder, rng):
+    """The same kind of clip in several formats; MP3 when this libsndfile writes it, else AIFF."""
+    folder.mkdir()
+    signal = make_signal("wheeze", 1.0, 16000, rng)
+    written = []
+    for name, options in (
+        ("clip.mp3", {"format": "MP3"}),
+        ("clip.ogg", {"format": "OGG"}),
+        ("clip.flac", {"format": "FLAC"}),
+        ("clip.aiff", {"format": "AIFF"}),
+    ):
+        try:
+            sf.write(str(folder / name), signal, 16000, **options)
+        except (sf.LibsndfileError, ValueError, TypeError):
+            continue
+        written.append(name)
+    return written
+
+
+def test_predict_reads_every_audio_file_in_a_directory_and_says_what_it_skipped(trained, tmp_path):
+    root, _ = trained
+    written = _write_formats(root / "mixed", np.random.default_rng(3))
+    assert {"clip.flac", "clip.ogg"} <= set(written)
+    (root / "mixed" / "notes.txt").write_text("not audio")
+    (root / "mixed" / "x.png").write_bytes(b"\x89PNG")
+    result = invoke(CliRunner(), ["predict", "mixed", "--format", "json", "--jobs", "1"], root)
+    assert result.exit_code == 0, result.output
+    entries = {os.path.basename(e["file"]): e for e in json.loads(result.stdout)}
+    assert sorted(entries) == sorted(written)
+    for name in written:
+        assert entries[name]["class"] in CLASSES, entries[name]
+    assert (
+        "predict: skipped 2 files in mixed that are not audio (no extension libsndfile reads): notes.txt, x.png"
+        in result.stderr
+    )
+    if "clip.mp3" in written:  # a directory now reads what a single path always did
+        single = invoke(CliRunner(), ["predict", "mixed/clip.mp3", "--format", "json"], root)
+        assert single.exit_code == 0 and json.loads(single.stdout)[0]["class"] == entries["clip.mp3"]["class"]
+
+
+def test_predict_missing_path_is_a_user_error_and_an_undecodable_clip_an_error_entry(trained):
+    root, _ = trained
+    result = invoke(CliRunner(), ["predict", "train/p0_normal_0.wav", "nosuch.wav", "--format", "json"], root)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == ["hmmclf: error: no such file or directory: nosuch.wav"]
+
+    (root / "broken.wav").write_bytes(b"RIFF garbage")
+    result = invoke(CliRunner(), ["predict", "train/p0_normal_0.wav", "broken.wav", "--format", "json"], root)
+    assert result.exit_code == 1
+    good, broken = json.loads(result.stdout)
+    assert good["class"] in CLASSES and broken["error"].startswith("cannot decode")
+    assert "1 of 2 clips could not be read" in result.stderr
+
+    empty = root / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("x")
+    result = invoke(CliRunner(), ["predict", "empty"], root)
+    assert result.exit_code == 2 and "no audio files found in empty" in result.stderr
+    assert "notes.txt" in result.stderr
+
+    text = " ".join(invoke(CliRunner(), ["predict", "--help"], root).output.split())
+    assert "exit code 2" in text and "exit code is 1" in text and "not recursively" in text
+
+
+# ---------------------------------------------------------------- train, cv and demo texts
+
+
+def test_train_explains_not_converged(trained):
+    _, result = trained
+    assert "NOT converged (n_iter reached)" in result.stderr
+    assert "NOT converged means EM stopped at its limit of n_iter = 1 iterations" in result.stderr
+    assert "already reflects it" in result.stderr
+
+
+def test_fit_report_explains_not_converged_only_when_a_class_did_not_converge():
+    def fit_report(converged):
+        return {
+            name: {"clips": 4, "frames": 100, "n_states": 5, "iterations": 10 if not ok else 6, "converged": ok}
+            for name, ok in zip(CLASSES, converged)
+        }
+
+    text = format_fit_report(fit_report([True, False, True, True]))
+    lines = text.splitlines()
+    assert len(lines) == len(CLASSES) + 1 and "NOT converged (n_iter reached)" in lines[1]
+    assert lines[-1].strip().startswith("NOT converged means EM stopped at its limit of n_iter = 10 iterations")
+    assert "10 by default" in lines[-1] and "held-out" in lines[-1] and "already reflects it" in lines[-1]
+    assert "NOT converged means" not in format_fit_report(fit_report([True] * len(CLASSES)))
+
+
+def test_help_texts_say_what_the_commands_write_and_run(runner, tmp_path):
+    cv_help = " ".join(invoke(runner, ["cv", "--help"], tmp_path).output.split())
+    for name in ("report.json", "report.md", "report.html", "predictions.csv", "confusion.png", "tradeoff.png"):
+        assert name in cv_help, name
+    assert "folds.png" in cv_help
+    demo_help = " ".join(invoke(runner, ["demo", "--help"], tmp_path).output.split())
+    assert "extract, cv, train and predict" in demo_help and "all of the above" not in demo_help
+    compare_help = " ".join(invoke(runner, ["compare", "--help"], tmp_path).output.split())
+    assert "--force" in compare_help and "never overwritten silently" in compare_help

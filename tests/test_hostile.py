@@ -156,8 +156,25 @@ def test_cv_train_and_predict_survive_the_hostile_corpus(hostile):
         assert "error" in entries[name] and "class" not in entries[name], name
     for name in UNUSUAL_BUT_VALID:
         assert entries[name]["class"] in ("normal", "crackle", "wheeze", "both"), name
-    result = run(["predict", "train/not_on_disk.wav", "--format", "json"], hostile)
-    assert result.exit_code == 1 and json.loads(result.stdout)[0]["error"] == "missing file"
+    # A path that does not exist is a user error (exit 2, one line naming it), not an error entry.
+    result = run(["predict", "train/p0_normal_0.wav", "train/not_on_disk.wav", "--format", "json"], hostile)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == ["hmmclf: error: no such file or directory: train/not_on_disk.wav"]
+    # A hostile directory: whatever is not audio is named on stderr, not predicted, not fatal.
+    (hostile / "train" / "notes.txt").write_text("not audio")
+    (hostile / "train" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    try:
+        result = run(["predict", "train", "--format", "json"], hostile)
+    finally:
+        (hostile / "train" / "notes.txt").unlink()
+        (hostile / "train" / ".DS_Store").unlink()
+    assert result.exit_code == 1  # the broken clips
+    names = {os.path.basename(e["file"]) for e in json.loads(result.stdout)}
+    assert "notes.txt" not in names and ".DS_Store" not in names and "text.wav" in names
+    assert "predict: skipped 1 file in train that is not audio (no extension libsndfile reads): notes.txt" in (
+        result.stderr
+    )
+    assert "predict: skipped 1 hidden file in train (name starts with '.'): .DS_Store" in result.stderr
 
 
 def test_tampered_models_through_the_cli(hostile, tmp_path):
