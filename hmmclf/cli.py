@@ -492,16 +492,23 @@ def predict(paths, model_path, fmt, jobs) -> None:
     type=click.Path(dir_okay=False),
     help="PNG to write (default: <clip name>.explain.png in the current directory).",
 )
+@click.option(
+    "--true-label",
+    default=None,
+    help="The clip's true label (a class, or a label set such as crackle+wheeze), shown beside the prediction.",
+)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def explain(clip, model_path, out_path, fmt) -> None:
+def explain(clip, model_path, out_path, true_label, fmt) -> None:
     """Show where in CLIP the model heard what: waveform, spectrogram, Viterbi paths, likelihood ratios."""
     from .errors import AudioError
     from .explain import explain_clip, format_explanation, plot_explanation
 
     try:
-        explanation, samples = explain_clip(clip, model_path)
+        explanation, samples = explain_clip(clip, model_path, true_label=true_label)
     except AudioError as exc:
         raise HmmclfError(str(exc)) from None
+    except ValueError as exc:  # an unknown --true-label
+        raise HmmclfError(f"--true-label {true_label!r}: {exc}") from None
     png = plot_explanation(explanation, samples, out_path or f"{Path(clip).stem}.explain.png")
     explanation["figure"] = str(png)
     if fmt == "json":

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from . import __version__
 from ._atomic import load_npz, save_npz
 from .errors import CacheError
 from .features import FeatureConfig
-from .labels import CLASSES, INFER, LabelTable
+from .labels import CLASSES, INFER, PATIENT_COLUMNS, LabelTable
 
 CACHE_FILE = "features.npz"
 CACHE_FORMAT = "hmmclf-features"
@@ -108,7 +109,9 @@ class FeatureSet:
         """One line: how the folds will be grouped, and how many groups that gives."""
         if self.groups is None:
             return "folds NOT grouped (no groups): clips of one recording may sit on both sides of a split"
-        return f"groups: {self.group_note}: {self.n_groups} groups"
+        column = re.sub(r"[\s_\-]+", "", str(self.group_column).lower())
+        patients = self.group_source == "filename" or (self.group_source == "column" and column in PATIENT_COLUMNS)
+        return f"groups: {self.group_note}: {self.n_groups} {'patients' if patients else 'groups'}"
 
     def with_labels(self, table: LabelTable) -> FeatureSet:
         """The clips of ``table`` that this set holds, with ``table``'s classes and groups.

@@ -216,7 +216,11 @@ def run_cv(
     interval = bootstrap_score_interval(
         result.predictions["true"].to_numpy(), result.predictions["predicted"].to_numpy(), features.groups, seed=seed
     )
-    extra: dict[str, Any] = {"score_interval": interval, "experiment": experiment or {"name": "default"}}
+    extra: dict[str, Any] = {
+        "score_interval": interval,
+        "experiment": experiment or {"name": "default"},
+        "data": {"data_dir": features.meta.get("data_dir"), "labels": features.meta.get("labels")},
+    }
     if repeats > 1:
         per_repeat = [
             {"seed": seed + r, **{k: run.metrics[k] for k in ("score", "sensitivity", "specificity")}}

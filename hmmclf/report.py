@@ -212,7 +212,11 @@ def describe_leakage(leakage: dict[str, Any]) -> str:
         f"{leakage['score_plain_folds']:.1f} under plain stratified folds; gap {leakage['gap']:+.1f} points"
     )
     if leakage["grouped"]:
-        text += " (the optimism these folds remove)"
+        text += (
+            " (the optimism these folds remove)"
+            if leakage["gap"] > 0
+            else " (plain folds give a memoriser no advantage on these data)"
+        )
     return text + (f"\n{leakage['warning']}" if leakage.get("warning") else "")
 
 

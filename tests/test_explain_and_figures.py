@@ -70,10 +70,16 @@ def test_explain_cli_png_text_json_and_errors(trained, tmp_path):
             str(png),
             "--format",
             "json",
+            "--true-label",
+            "crackle",
         ],
     )
     data = json.loads(result.output)
     assert set(data["viterbi"]) == {"normal", "crackle", "wheeze", "both"} and data["figure"] == str(png)
+    assert data["true_class"] == "crackle" and data["correct"] == (data["class"] == "crackle")
+    clip = str(root / "train" / "p0_crackle_1.wav")
+    result = runner.invoke(main, ["explain", clip, "--model", str(model_path), "--out", str(png), "--true-label", "x"])
+    assert result.exit_code == 2 and "--true-label 'x'" in result.stderr
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"nope")
     result = runner.invoke(main, ["explain", str(broken), "--model", str(model_path), "--out", str(png)])
