@@ -160,7 +160,7 @@ def _model_options(f):
 @click.version_option(__version__, prog_name="hmmclf")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 def main(debug: bool) -> None:
-    """Classify lung-sound clips as normal, crackle, wheeze or both with per-state Gaussian HMMs."""
+    """Classify lung-sound clips as normal, crackle, wheeze or both with one Gaussian HMM per class."""
     if debug:
         os.environ["HMMCLF_DEBUG"] = "1"
 

@@ -30,7 +30,10 @@ The rules:
     the four HMMs read as two detectors, crackle present and wheeze present,
     each with a threshold tuned on held-out clips; "both" is when both fire.
 
-A new rule is one more class here, registered in :data:`DECISION_RULES`.
+More rules (``peak-detectors``, ``tuned-length`` and the default ``auto``,
+which chooses between those two) live in :mod:`hmmclf.auto_decision`, with
+:data:`~hmmclf.auto_decision.DECISION_RULES`, the registry of every rule: a
+new rule is one more class with this face, registered there.
 """
 
 from __future__ import annotations
@@ -122,6 +125,8 @@ class DecisionRule:
     name: ClassVar[str] = ""
     tuned_on_inner_folds: ClassVar[bool] = True
     needs_frame_increments: ClassVar[bool] = False
+    options: ClassVar[tuple[str, ...]] = ()
+    """The classifier settings the rule takes (``stack_c``, ``peak_frames``, ...), as keywords."""
 
     def __init__(self) -> None:
         self.report: dict[str, Any] = {"rule": self.name}
@@ -142,7 +147,7 @@ class DecisionRule:
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], **options: Any) -> DecisionRule:
         """The rule with parameters read (and validated) from :meth:`to_arrays`' output.
 
-        ``options`` are the classifier's settings a rule may take (``stack_c``).
+        ``options`` are the classifier's settings; a rule takes those named in :attr:`options`.
         """
         return cls()
 
@@ -198,6 +203,7 @@ class StackedRule(DecisionRule):
 
     name = "stacked"
     needs_frame_increments = True
+    options = ("stack_c",)
 
     def __init__(self, stack_c: float = 1.0, stacker: Stacker | None = None, offsets: np.ndarray | None = None) -> None:
         super().__init__()
@@ -266,20 +272,6 @@ class DetectorsRule(DecisionRule):
         return cls(checked_array(arrays, "thresholds", (2,)))
 
 
-DECISION_RULES: dict[str, type[DecisionRule]] = {
-    rule.name: rule for rule in (TunedOffsetsRule, ArgmaxRule, StackedRule, DetectorsRule)
-}
-"""Every decision rule by name (the classifier's ``decision`` parameter)."""
-
-
-def make_decision_rule(name: str, **options: Any) -> DecisionRule:
-    """A new, unfitted rule; ``options`` are passed to the rules that take them (``stack_c``)."""
-    if name not in DECISION_RULES:
-        raise ValueError(f"decision must be one of {tuple(DECISION_RULES)}, got {name!r}")
-    rule = DECISION_RULES[name]
-    return rule(**options) if rule is StackedRule else rule()
-
-
 class Stacker:
     """A fitted standardise + multinomial logistic regression, kept as plain arrays.
 
@@ -327,7 +319,17 @@ def detector_scores(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     log((1-pc)pw) and log(pc pw); each factor exceeds 1/2 exactly when its
     evidence passes its threshold.
     """
-    margin = detector_evidence(scores) - np.asarray(thresholds)[None, :]
+    return compose_detectors(detector_evidence(scores), thresholds)
+
+
+def compose_detectors(evidence: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """(n, 4) per-class log-scores of two thresholded detectors, from (n, 2) crackle and wheeze evidence.
+
+    The argmax is "both" when both evidences exceed their thresholds, "normal"
+    when neither does. Evidence of -inf (a detector whose classes have no HMM)
+    never fires; nothing here produces NaN.
+    """
+    margin = np.asarray(evidence, dtype=float) - np.asarray(thresholds, dtype=float)[None, :]
     log_yes = -np.logaddexp(0.0, -margin)
     log_no = -np.logaddexp(0.0, margin)
     return np.stack(

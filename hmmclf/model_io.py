@@ -19,15 +19,18 @@ import numpy as np
 
 from . import __version__
 from ._atomic import atomic_write_text, checked_array, load_npz, save_npz
+from .auto_decision import DECISION_RULES, rule_from_arrays
 from .classifier import HMMClassifier
-from .decision import DECISION_RULES
 from .errors import ModelFileError
 from .label_hmm import hmm_from_arrays, hmm_to_arrays
 from .labels import CLASSES
 
 MODEL_FORMAT = "hmmclf-model"
 # Version 2 (hmmclf 0.3): decision rules stored under "decision.*" with their name in meta.
-MODEL_FORMAT_VERSION = 2
+# Version 3: the "auto", "peak-detectors" and "tuned-length" rules and their parameters (peak_frames,
+# select_margin); version 2 files still load (their rules and parameters are a subset).
+MODEL_FORMAT_VERSION = 3
+READABLE_FORMAT_VERSIONS = (2, 3)
 DECISION_PREFIX = "decision."
 
 
@@ -96,10 +99,10 @@ def load_model(path: str | os.PathLike[str]) -> tuple[HMMClassifier, Any]:
         meta = json.loads(str(arrays["meta"]))
         if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
             raise ValueError("not an hmmclf model")
-        if meta.get("format_version") != MODEL_FORMAT_VERSION:
+        if meta.get("format_version") not in READABLE_FORMAT_VERSIONS:
             raise ValueError(
-                f"model format version {meta.get('format_version')!r}; this hmmclf reads {MODEL_FORMAT_VERSION}"
-                " (run 'hmmclf train' again)"
+                f"model format version {meta.get('format_version')!r}; this hmmclf reads"
+                f" {' and '.join(map(str, READABLE_FORMAT_VERSIONS))} (run 'hmmclf train' again)"
             )
         if list(meta.get("classes", [])) != list(CLASSES):
             raise ValueError(f"label classes {meta.get('classes')!r} differ from {list(CLASSES)}")
@@ -127,7 +130,7 @@ def load_model(path: str | os.PathLike[str]) -> tuple[HMMClassifier, Any]:
         model.class_log_prior_ = checked_array(arrays, "class_log_prior", (len(CLASSES),)).copy()
         model.class_log_prior_[[CLASSES.index(name) for name in absent]] = -np.inf
         rule_arrays = {k[len(DECISION_PREFIX) :]: v for k, v in arrays.items() if k.startswith(DECISION_PREFIX)}
-        rule = DECISION_RULES[rule_name].from_arrays(rule_arrays, stack_c=model.stack_c)
+        rule = rule_from_arrays(rule_name, rule_arrays, **model._rule_options())
         rule.report = dict(meta.get("fit_report", {}).get("decision") or rule.report)
         model.decision_rule_ = rule
         model.hmms_ = [None if name in absent else hmm_from_arrays(arrays, name, n_features) for name in CLASSES]

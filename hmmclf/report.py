@@ -534,19 +534,18 @@ def format_fit_report(fit_report: dict[str, Any]) -> str:
         )
     decision = fit_report.get("decision")
     if decision:
+        rule = decision["rule"] + (f" (chose {decision['chosen']})" if "chosen" in decision else "")
+        inner = f" (inner Score {100 * decision['inner_score']:.1f})" if "inner_score" in decision else ""
         if "offsets" in decision:
             offsets = ", ".join(f"{c} {v:+.3f}" for c, v in zip(CLASSES, decision["offsets"]))
+            length = f", clip-length weight {decision['length_weight']}" if "length_weight" in decision else ""
             lines.append(
-                f"  decision {decision['rule']}: offsets tuned on {decision['inner_folds']} inner folds: {offsets} "
-                f"(inner Score {100 * decision['inner_score']:.1f})"
+                f"  decision {rule}: offsets tuned on {decision['inner_folds']} inner folds: {offsets}{length}{inner}"
             )
         elif "thresholds" in decision:
-            lines.append(
-                f"  decision detectors: thresholds {decision['thresholds']} "
-                f"(inner Score {100 * decision['inner_score']:.1f})"
-            )
+            lines.append(f"  decision {rule}: crackle and wheeze thresholds {decision['thresholds']}{inner}")
         else:
-            lines.append(f"  decision: {decision.get('note', decision['rule'])}")
+            lines.append(f"  decision {rule}: {decision.get('note', '')}".rstrip(": "))
     return "\n".join(lines)
 
 

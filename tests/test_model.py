@@ -43,7 +43,10 @@ def test_fit_predict_far_above_chance():
     report = model.fit_report_
     assert set(report) == set(CLASSES) | {"decision"}
     assert all(report[s]["iterations"] >= 1 for s in CLASSES)
-    assert report["decision"]["rule"] == "tuned" and len(model.decision_rule_.offsets) == 4
+    # The default rule is "auto": it records which candidate it chose and both cross-fitted inner Scores.
+    decision = report["decision"]
+    assert decision["rule"] == "auto" and decision["chosen"] == model.decision_rule_.chosen.name
+    assert set(decision["cross_fitted_inner_scores"]) == {"peak-detectors", "tuned-length"}
 
 
 def test_search_offsets_recovers_a_shifted_decision():
@@ -176,6 +179,8 @@ def _tamper(tmp_path, change):
         (lambda a: a["crackle.means"].__setitem__((0, 0), np.nan), "non-finite"),
         (lambda a: a.__setitem__("both.transmat", a["both.transmat"] * 2), "probability"),
         (lambda a: a.pop("both.startprob"), "missing HMM"),
+        (lambda a: a.__setitem__("decision.chosen", np.array([7.0])), "chosen must index"),
+        (lambda a: a.__setitem__("decision.extra", np.zeros(2)), "unexpected arrays"),
         (lambda a: a.__setitem__("meta", np.array(json.dumps({"format": "other"}))), "not an hmmclf model"),
         (
             lambda a: a.__setitem__(
@@ -265,7 +270,7 @@ def test_tuning_needs_two_groups_per_inner_fold():
     assert "3 groups" in model.fit_report_["decision"]["note"] and model.decision_rule_.name == "argmax"
     enough = np.array([f"P{i % 4}" for i in range(len(y))])
     model = HMMClassifier(n_states=2, n_iter=3, inner_folds=2).fit(X, y, groups=enough)
-    assert model.fit_report_["decision"]["rule"] == "tuned"
+    assert model.fit_report_["decision"]["rule"] == "auto"
 
 
 def test_tuned_offsets_beat_argmax_on_imbalanced_data():
@@ -298,14 +303,130 @@ def test_a_class_without_training_clips_is_never_predicted(tmp_path):
     keep = y != "both"
     X, y = [x for x, k in zip(X, keep) if k], y[keep]
     groups = np.array([f"P{i % 6}" for i in range(len(y))])
-    for decision in ("tuned", "argmax", "detectors"):
+    detector_rules = ("detectors", "peak-detectors", "auto")
+    for decision in ("tuned", "argmax", "tuned-length") + detector_rules:
         model = HMMClassifier(n_states=2, n_iter=3, decision=decision).fit(X, y, groups=groups)
         assert model.hmms_[3] is None and "no training clips" in model.fit_report_["both"]["note"]
         scored = model.score_clips(X)
-        if decision != "detectors":  # two detectors can still both fire: "both" without a "both" HMM
+        assert not np.isnan(scored.decision).any() and not np.isnan(scored.posterior).any()
+        if decision not in detector_rules:  # two detectors can still both fire: "both" without a "both" HMM
             assert "both" not in set(scored.predicted) and np.all(scored.posterior[:, 3] == 0)
         assert model.score(X, y) > 0.8
-    loaded, _ = load_model(save_model(model, tmp_path / "m.npz", FeatureConfig(n_mfcc=2, deltas=1)))
-    np.testing.assert_allclose(loaded.predict_proba(X), model.predict_proba(X))
+        loaded, _ = load_model(save_model(model, tmp_path / "m.npz", FeatureConfig(n_mfcc=2, deltas=1)))
+        np.testing.assert_allclose(loaded.predict_proba(X), model.predict_proba(X))
     with pytest.raises(ValueError, match="needs normal clips"):
         HMMClassifier().fit(X[:5], ["normal"] * 5)
+
+
+def event_clips(seed, per_class=(16, 8, 8, 8), event=12):
+    """Long clips of plain noise; a short crackle event (feature 0) and/or wheeze event (feature 1) inside."""
+    rng = np.random.default_rng(seed)
+    X, y = [], []
+    for k, name in enumerate(CLASSES):
+        for _ in range(per_class[k]):
+            n = int(rng.integers(60, 100))
+            frames = rng.standard_normal((n, 3))
+            for feature, present in ((0, k in (1, 3)), (1, k in (2, 3))):
+                if present:
+                    start = int(rng.integers(0, n - event))
+                    frames[start : start + event, feature] += 3.0
+            X.append(frames)
+            y.append(name)
+    return X, np.array(y)
+
+
+def length_clips(seed, per_class=12):
+    """Classes that differ only in clip length (as event-cut SPRSound clips partly do); the frames are noise."""
+    rng = np.random.default_rng(seed)
+    X, y = [], []
+    for k, name in enumerate(CLASSES):
+        for _ in range(per_class):
+            n = int(round(np.exp(rng.normal(np.log((80, 45, 25, 14)[k]), 0.12))))
+            X.append(rng.standard_normal((n, 3)))
+            y.append(name)
+    return X, np.array(y)
+
+
+@pytest.mark.parametrize("decision", ["auto", "peak-detectors", "tuned-length"])
+def test_new_rules_fit_predict_and_round_trip(tmp_path, decision):
+    X, y = event_clips(0)
+    Xt, yt = event_clips(1)
+    groups = np.array([f"P{i % 6}" for i in range(len(y))])
+    model = HMMClassifier(n_states=2, n_iter=3, decision=decision, peak_frames=10).fit(X, y, groups=groups)
+    report = model.fit_report_["decision"]
+    assert report["rule"] == decision and model.decision_rule_.name == decision
+    # The clip mean dilutes a short event: the peak rules see it far better than the clip-mean rule.
+    assert 0 <= report["inner_score"] <= 1 and model.score(Xt, yt) > (0.6 if decision == "tuned-length" else 0.8)
+    config = FeatureConfig(n_mfcc=1, deltas=2)  # 3 features, matching the clips
+    loaded, _ = load_model(save_model(model, tmp_path / "m.npz", config))
+    assert loaded.get_params() == model.get_params() and loaded.decision_rule_.name == decision
+    np.testing.assert_array_equal(loaded.predict_proba(Xt), model.predict_proba(Xt))
+    if decision == "auto":
+        assert loaded.fit_report_["decision"]["chosen"] == model.decision_rule_.chosen.name
+
+
+def test_peak_detectors_predict_both_when_both_cues_are_present():
+    X, y = event_clips(0)
+    Xt, yt = event_clips(1)
+    groups = np.array([f"P{i % 6}" for i in range(len(y))])
+    model = HMMClassifier(n_states=2, n_iter=3, decision="peak-detectors", peak_frames=10).fit(X, y, groups=groups)
+    predicted = model.predict(Xt)
+    assert np.mean(predicted[yt == "both"] == "both") >= 0.5
+    assert np.mean(predicted[yt == "normal"] == "normal") >= 0.75
+    # The clip mean dilutes the two short events; the clip-mean rule finds fewer "both" clips.
+    tuned = HMMClassifier(n_states=2, n_iter=3, decision="tuned").fit(X, y, groups=groups)
+    assert np.mean(predicted[yt == "both"] == "both") > np.mean(tuned.predict(Xt)[yt == "both"] == "both")
+
+
+def test_clip_length_rule_wins_when_only_the_length_carries_the_class():
+    X, y = length_clips(0)
+    Xt, yt = length_clips(1)
+    groups = np.array([f"P{i % 6}" for i in range(len(y))])
+    tuned = HMMClassifier(n_states=2, n_iter=3, decision="tuned").fit(X, y, groups=groups)
+    length = HMMClassifier(n_states=2, n_iter=3, decision="tuned-length").fit(X, y, groups=groups)
+    assert length.fit_report_["decision"]["length_weight"] > 0
+    assert length.score(Xt, yt) > 0.9 and length.score(Xt, yt) > tuned.score(Xt, yt) + 0.2
+    auto = HMMClassifier(n_states=2, n_iter=3).fit(X, y, groups=groups)
+    scores = auto.fit_report_["decision"]["cross_fitted_inner_scores"]
+    assert auto.fit_report_["decision"]["chosen"] == "tuned-length"
+    assert scores["tuned-length"] >= scores["peak-detectors"] + auto.select_margin
+
+
+def test_auto_keeps_peak_detectors_unless_the_length_rule_wins_by_the_margin():
+    X, y = length_clips(0)
+    groups = np.array([f"P{i % 6}" for i in range(len(y))])
+    auto = HMMClassifier(n_states=2, n_iter=3, select_margin=0.99).fit(X, y, groups=groups)
+    assert auto.fit_report_["decision"]["chosen"] == "peak-detectors"
+
+
+def test_peak_evidence_is_the_best_window_mean_and_never_nan():
+    from hmmclf.auto_decision import moving_average_max
+
+    values = np.array([[0.0, -np.inf], [4.0, -np.inf], [0.0, -np.inf], [1.0, -np.inf]])
+    np.testing.assert_array_equal(moving_average_max(values, 2), [2.0, -np.inf])
+    np.testing.assert_array_equal(moving_average_max(values[:, :1], 10), [1.25])  # shorter clip: its mean
+
+
+def test_new_rule_parameters_are_validated():
+    X, y = toy_data(per_class=3)
+    with pytest.raises(ValueError, match="peak_frames"):
+        HMMClassifier(peak_frames=0).fit(X, y)
+    with pytest.raises(ValueError, match="select_margin"):
+        HMMClassifier(select_margin=1.5).fit(X, y)
+    with pytest.raises(ValueError, match="decision must be one of"):
+        HMMClassifier(decision="tuned-duration").fit(X, y)
+
+
+def test_a_format_2_model_file_still_loads(tmp_path):
+    X, y = toy_data()
+    model = HMMClassifier(n_states=2, n_iter=2, decision="tuned").fit(X, y)
+    path = save_model(model, tmp_path / "m.npz", FeatureConfig(n_mfcc=2, deltas=1))
+    arrays = dict(np.load(path, allow_pickle=False))
+    meta = json.loads(str(arrays["meta"]))
+    meta["format_version"] = 2
+    for name in ("peak_frames", "select_margin"):
+        del meta["params"][name]
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "old.npz", **arrays)
+    loaded, _ = load_model(tmp_path / "old.npz")
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
