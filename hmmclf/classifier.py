@@ -315,8 +315,6 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         unknown = sorted(set(y.tolist()) - set(CLASSES))
         if unknown:
             raise ValueError(f"unknown label classes {unknown}; expected {list(CLASSES)}")
-        if not np.any(y == "normal") or len(set(y.tolist())) < 2:
-            raise ValueError("training needs normal clips and clips of at least one abnormal class")
         n_features = sequences[0].shape[1]
         sequences = check_sequences(sequences, n_features)
         all_frames = np.concatenate(sequences)

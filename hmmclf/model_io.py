@@ -125,8 +125,8 @@ def load_model(path: str | os.PathLike[str]) -> tuple[HMMClassifier, Any]:
         if (model.feature_scale_ <= 0).any():
             raise ValueError("feature_scale must be positive")
         absent = list(meta.get("absent_classes", []))
-        if not set(absent) < set(CLASSES) - {"normal"}:
-            raise ValueError(f"absent_classes {absent!r} must be abnormal classes")
+        if not set(absent) < set(CLASSES):
+            raise ValueError(f"absent_classes {absent!r} must be some, not all, of {list(CLASSES)}")
         model.class_log_prior_ = checked_array(arrays, "class_log_prior", (len(CLASSES),)).copy()
         model.class_log_prior_[[CLASSES.index(name) for name in absent]] = -np.inf
         rule_arrays = {k[len(DECISION_PREFIX) :]: v for k, v in arrays.items() if k.startswith(DECISION_PREFIX)}
