@@ -205,7 +205,8 @@ def run_cv(
                     seed=seed + r,
                     n_jobs=n_jobs,
                     progress=stage_progress,
-                    baselines=(r == 0),
+                    # Baselines on every repeat's folds: a model must beat them by more than the seed spread.
+                    baselines=True,
                     leakage=(r == 0),
                 )
             )
@@ -230,6 +231,11 @@ def run_cv(
         extra["repeat_mean_std"] = {
             k: {"mean": float(np.mean([p[k] for p in per_repeat])), "std": float(np.std([p[k] for p in per_repeat]))}
             for k in ("score", "sensitivity", "specificity")
+        }
+        baseline_scores = {name: [run.baselines[name]["score"] for run in runs] for name in result.baselines}
+        extra["baseline_repeat_mean_std"] = {
+            name: {"mean": float(np.mean(scores)), "std": float(np.std(scores))}
+            for name, scores in baseline_scores.items()
         }
     result.seconds = time.perf_counter() - started
     return write_cv_report(result, out_dir, command=command, extra=extra)

@@ -106,6 +106,14 @@ def format_summary(report: dict[str, Any]) -> str:
         seeds = ", ".join(str(r["seed"]) for r in report["repeats"])
         mean_std = ", ".join(f"{n} {v}" for n, v in _mean_std(report["repeat_mean_std"]))
         lines.append(f"over {len(report['repeats'])} repeats (seeds {seeds}): {mean_std}")
+        if report.get("baseline_repeat_mean_std"):
+            lines.append(
+                "baselines over the same repeats: "
+                + ", ".join(
+                    f"{BASELINE_TITLES.get(name, name)} Score {_pct(v['mean'])} ± {_pct(v['std'])}"
+                    for name, v in report["baseline_repeat_mean_std"].items()
+                )
+            )
     if report.get("score_interval"):
         lines.append(describe_interval(report))
     lines.append(describe_grouping(report))

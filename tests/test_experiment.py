@@ -111,6 +111,8 @@ def test_cv_with_config_repeats_and_compare(corpus):
     assert report["experiment"]["name"] == "small" and report["config"]["folds"] == 2
     assert report["config"]["feature_config"]["n_mfcc"] == 8
     assert len(report["repeats"]) == 2 and {r["seed"] for r in report["repeats"]} == {0, 1}
+    assert set(report["baseline_repeat_mean_std"]) == {"always_normal", "prior_random", "gbm_clip_stats"}
+    assert report["baseline_repeat_mean_std"]["always_normal"] == {"mean": 0.5, "std": 0.0}
     assert (
         corpus
         / "features"
