@@ -37,6 +37,20 @@ def _band_index(n_bins: int, sample_rate: int) -> list[np.ndarray]:
     return bands
 
 
+def _percentiles(values: np.ndarray, percents: tuple[float, ...]) -> list[np.ndarray]:
+    """Per-row percentiles with numpy's default linear interpolation, by partial sorting.
+
+    The same numbers as ``np.percentile(values, percents, axis=1)`` (to rounding) in about half
+    the time: extraction computes this for every clip.
+    """
+    n = values.shape[1]
+    positions = [(n - 1) * p / 100.0 for p in percents]
+    below = [int(np.floor(x)) for x in positions]
+    above = [min(k + 1, n - 1) for k in below]
+    ordered = np.partition(values, sorted(set(below + above)), axis=1)
+    return [ordered[:, lo] + (ordered[:, hi] - ordered[:, lo]) * (x - lo) for x, lo, hi in zip(positions, below, above)]
+
+
 def clip_signature(samples: np.ndarray, sample_rate: int, original_rate: int) -> np.ndarray:
     """The channel signature of one clip: what its recording, not its breath sound, imprints.
 
@@ -73,7 +87,7 @@ def clip_signature(samples: np.ndarray, sample_rate: int, original_rate: int) ->
     if samples.ndim != 1 or len(samples) < frame:
         raise ValueError(f"too short for a signature (fewer than {frame} samples)")
     power_db = 10.0 * np.log10(power_spectrogram(samples, frame, hop) + 1e-12)  # (bins, frames)
-    low, high = np.percentile(power_db, [10, 90], axis=1)
+    low, high = _percentiles(power_db, (10, 90))
     bands = _band_index(power_db.shape[0], sample_rate)
     floor = np.array([low[b].mean() for b in bands])
     loud = np.array([high[b].mean() for b in bands])
