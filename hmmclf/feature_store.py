@@ -123,6 +123,7 @@ class FeatureSet:
         from .groups import infer_groups
 
         position = {f: i for i, f in enumerate(self.files)}
+        listed = set(table.rows["file"])
         rows = table.rows[table.rows["file"].isin(position)]
         index = np.array([position[f] for f in rows["file"]], dtype=np.int64)
         source, note, column = table.group_source, table.group_note, table.group_column
@@ -146,7 +147,7 @@ class FeatureSet:
             group_source=source,
             group_note=note,
             group_column=column,
-            skipped={f: r for f, r in self.skipped.items() if f in set(table.rows["file"])},
+            skipped={f: r for f, r in self.skipped.items() if f in listed},
             complete=self.complete,
             meta=dict(self.meta),
         )
