@@ -95,6 +95,40 @@ def _model_params(states: int | None, topology: str | None) -> dict:
     return params
 
 
+_features_option = click.option(
+    "--features",
+    "features_dir",
+    default="features",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Feature cache (extracted first if missing).",
+)
+_model_file_option = click.option(
+    "--model",
+    "model_path",
+    default="model.npz",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Model file from 'hmmclf train'.",
+)
+
+
+def _features_of(experiment, features_dir: str, data_dir: str, labels_csv: str, groups: str, jobs: int | None):
+    """The experiment's feature set for cv and train: the cache, extracted first when needed."""
+    from .pipeline import ensure_features, features_dir_for
+
+    return ensure_features(
+        features_dir_for(features_dir, experiment.features),
+        data_dir,
+        labels_csv,
+        config=experiment.features,
+        groups=groups,
+        n_jobs=jobs,
+        progress=Progress(),
+        log=_log,
+    )
+
+
 def _jobs_option(f):
     return click.option("--jobs", "-j", type=int, default=None, help="Worker processes (default: all cores).")(f)
 
@@ -248,14 +282,7 @@ def extract(
 @main.command()
 @click.option("--folds", type=click.IntRange(2, 100), default=5, show_default=True, help="Number of CV folds.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fold split and the models.")
-@click.option(
-    "--features",
-    "features_dir",
-    default="features",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="Feature cache (extracted first if missing).",
-)
+@_features_option
 @click.option(
     "--out",
     "out_dir",
@@ -307,7 +334,7 @@ def cv(
     with compute_backend(scheduler, n_jobs=jobs, preload=WORKER_MODULES["cv"]) as backend:
         # Imported while the worker processes start.
         from .experiment import Experiment, load_experiment
-        from .pipeline import ensure_features, features_dir_for, new_report_dir, run_cv
+        from .pipeline import new_report_dir, run_cv
         from .report import format_summary
 
         experiment = load_experiment(config_path) if config_path else Experiment()
@@ -316,17 +343,7 @@ def cv(
         repeats = repeats or experiment.cv.get("repeats", 1)
         model_params = {**experiment.model, **_model_params(states, topology)}
         out = Path(out_dir) if out_dir else new_report_dir(prefix=f"cv-{experiment.name}" if config_path else "cv")
-        cache_dir = features_dir_for(features_dir, experiment.features)
-        features = ensure_features(
-            cache_dir,
-            data_dir,
-            labels_csv,
-            config=experiment.features,
-            groups=groups,
-            n_jobs=jobs,
-            progress=Progress(),
-            log=_log,
-        )
+        features = _features_of(experiment, features_dir, data_dir, labels_csv, groups, jobs)
         _log(features.describe_groups())
         _log(
             f"cv: experiment {experiment.name!r}, {folds} folds x {repeats} repeat(s) "
@@ -395,14 +412,7 @@ def experiments(names: bool) -> None:
 
 
 @main.command()
-@click.option(
-    "--features",
-    "features_dir",
-    default="features",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="Feature cache (extracted first if missing).",
-)
+@_features_option
 @click.option(
     "--out",
     "out_path",
@@ -418,19 +428,10 @@ def experiments(names: bool) -> None:
 def train(features_dir, out_path, data_dir, labels_csv, groups, states, topology, config_path, jobs) -> None:
     """Fit the model on every usable clip and save it (npz + JSON, no pickle)."""
     from .experiment import Experiment, load_experiment
-    from .pipeline import ensure_features, features_dir_for, train_model
+    from .pipeline import train_model
 
     experiment = load_experiment(config_path) if config_path else Experiment()
-    features = ensure_features(
-        features_dir_for(features_dir, experiment.features),
-        data_dir,
-        labels_csv,
-        config=experiment.features,
-        groups=groups,
-        n_jobs=jobs,
-        progress=Progress(),
-        log=_log,
-    )
+    features = _features_of(experiment, features_dir, data_dir, labels_csv, groups, jobs)
     _log(f"train: {len(features)} clips, experiment {experiment.name!r}")
     model, path, seconds = train_model(features, out_path, {**experiment.model, **_model_params(states, topology)})
     from .report import format_fit_report
@@ -441,14 +442,7 @@ def train(features_dir, out_path, data_dir, labels_csv, groups, states, topology
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option(
-    "--model",
-    "model_path",
-    default="model.npz",
-    show_default=True,
-    type=click.Path(dir_okay=False),
-    help="Model file from 'hmmclf train'.",
-)
+@_model_file_option
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
 @click.option("--jobs", "-j", type=int, default=1, show_default=True, help="Worker processes for feature extraction.")
 def predict(paths, model_path, fmt, jobs) -> None:
@@ -477,14 +471,7 @@ def predict(paths, model_path, fmt, jobs) -> None:
 
 @main.command()
 @click.argument("clip", type=click.Path(dir_okay=False))
-@click.option(
-    "--model",
-    "model_path",
-    default="model.npz",
-    show_default=True,
-    type=click.Path(dir_okay=False),
-    help="Model file from 'hmmclf train'.",
-)
+@_model_file_option
 @click.option(
     "--out",
     "out_path",
