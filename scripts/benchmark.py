@@ -88,7 +88,7 @@ def run(cmd: list[str], cwd: Path) -> tuple[float, float, subprocess.CompletedPr
 
 
 def hmmclf(*args: str) -> list[str]:
-    return [sys.executable, "-m", "hmmclf.cli", *args]
+    return [sys.executable, "-m", "hmmclf.app.cli", *args]
 
 
 def warm_file_cache(data: Path, labels: Path) -> float:
@@ -135,7 +135,7 @@ def bench_hmmclf(work: Path, folds: int, jobs: int, predict: bool = True) -> dic
     if predict:
         run(hmmclf("train"), work)
         one = str(Path("train") / index["file"].iloc[0])
-        out["import_s"], _, _ = run([sys.executable, "-c", "import hmmclf.cli"], work)
+        out["import_s"], _, _ = run([sys.executable, "-c", "import hmmclf.app.cli"], work)
         out["predict_one_s"], _, _ = run(hmmclf("predict", one), work)
         out["predict_all_s"], _, done = run(hmmclf("predict", "train", "--format", "csv", "--jobs", str(jobs)), work)
         n = len(done.stdout.strip().splitlines()) - 1
@@ -275,7 +275,7 @@ def main() -> None:
             "< 954 (1 GB)",
             met(ours["peak_rss_mib"] < 1e9 / 2**20),
         ),
-        ("import hmmclf.cli s", f"{ours['import_s']:.2f}", "", ""),
+        ("import hmmclf.app.cli s", f"{ours['import_s']:.2f}", "", ""),
         ("predict one clip s (start-up)", f"{ours['predict_one_s']:.2f}", "", ""),
         (
             "predict clips/s after start-up",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run every experiment shipped with hmmclf (`hmmclf experiments`; the TOML files live in the
-# package, hmmclf/experiments/) or the configs given (shipped names or TOML paths) through
+# package, hmmclf/app/experiments/) or the configs given (shipped names or TOML paths) through
 # `hmmclf cv --config`, then print and write the leaderboard. Usage, from a directory holding
 # train/ and train.csv:
 #   bash /path/to/hmmclf/scripts/run_experiments.sh [NAME|CONFIG.toml ...]

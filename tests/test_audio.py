@@ -3,8 +3,8 @@ import pytest
 import soundfile as sf
 from conftest import make_signal, write_wav
 
-from hmmclf.audio import load_clip, resample
-from hmmclf.errors import AudioError
+from hmmclf.data.audio import load_clip, resample
+from hmmclf.utils.errors import AudioError
 
 
 @pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"])

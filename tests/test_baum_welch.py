@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 from hmmlearn.hmm import GaussianHMM
 
-from hmmclf.baum_welch import UnderflowError, fit_diag_gaussian_hmm, gaussian_log_density, sequence_log_likelihoods
-from hmmclf.classifier import HMMClassifier
+from hmmclf.model.baum_welch import (
+    UnderflowError,
+    fit_diag_gaussian_hmm,
+    gaussian_log_density,
+    sequence_log_likelihoods,
+)
+from hmmclf.model.classifier import HMMClassifier
 
 
 def sampled_sequences(seed: int = 0, n_sequences: int = 25, n_features: int = 3):
@@ -129,7 +134,7 @@ def test_sequence_log_likelihoods_fall_back_to_log_space():
 
 
 def test_classifier_falls_back_to_log_space_fit(monkeypatch):
-    import hmmclf.label_hmm as model_module
+    import hmmclf.model.label_hmm as model_module
 
     def always_underflow(*args, **kwargs):
         raise UnderflowError("forced for the test")

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from conftest import build_corpus, make_signal, write_wav
 
-from hmmclf._atomic import directory_lock
-from hmmclf.errors import BusyError, CacheError
-from hmmclf.extraction import extract_corpus
-from hmmclf.feature_store import load_feature_set, save_feature_set
-from hmmclf.features import FeatureConfig
+from hmmclf.data.extraction import extract_corpus
+from hmmclf.data.feature_store import load_feature_set, save_feature_set
+from hmmclf.data.features import FeatureConfig
+from hmmclf.utils.errors import BusyError, CacheError
+from hmmclf.utils.files import directory_lock
 
 
 def test_extract_round_trip_and_reuse(corpus, tmp_path):
@@ -115,7 +115,7 @@ def test_kill_and_resume(tmp_path):
     root = build_corpus(tmp_path / "c", per_patient=6, patients=4, seconds=2.0)
     out = tmp_path / "f"
     script = (
-        "import sys; from hmmclf.extraction import extract_corpus; "
+        "import sys; from hmmclf.data.extraction import extract_corpus; "
         f"extract_corpus({str(root / 'train')!r}, {str(root / 'train.csv')!r}, {str(out)!r}, n_jobs=1, "
         "chunk_size=2, checkpoint_seconds=0.0)"
     )
@@ -140,7 +140,7 @@ def test_kill_and_resume(tmp_path):
 
 
 def test_unreadable_clip_is_skipped_with_its_reason(corpus, tmp_path, monkeypatch):
-    import hmmclf.extraction as cache_module
+    import hmmclf.data.extraction as cache_module
 
     real_sha1 = cache_module.file_sha1
 

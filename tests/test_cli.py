@@ -9,10 +9,10 @@ import soundfile as sf
 from click.testing import CliRunner
 from conftest import build_corpus, make_signal
 
-from hmmclf.cli import main
-from hmmclf.labels import CLASSES
-from hmmclf.pipeline import audio_suffixes, list_clips
-from hmmclf.report import format_fit_report
+from hmmclf.app.cli import main
+from hmmclf.app.pipeline import audio_suffixes, list_clips
+from hmmclf.evaluation.report import format_fit_report
+from hmmclf.task.classes import CLASSES
 
 
 @pytest.fixture

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from hmmclf.classifier import HMMClassifier
-from hmmclf.cv import cross_validate
-from hmmclf.extraction import extract_corpus
-from hmmclf.parallel import compute_backend
+from hmmclf.data.extraction import extract_corpus
+from hmmclf.evaluation.cv import cross_validate
+from hmmclf.model.classifier import HMMClassifier
+from hmmclf.utils.parallel import compute_backend
 
 distributed = pytest.importorskip("distributed")
 
@@ -32,7 +32,7 @@ def test_extract_and_cv_through_a_local_cluster_match_local(corpus, tmp_path):
 
 
 def test_unreachable_scheduler_is_a_one_line_error():
-    from hmmclf.errors import HmmclfError
+    from hmmclf.utils.errors import HmmclfError
 
     with pytest.raises(HmmclfError, match="cannot reach Dask scheduler"):
         with compute_backend("tcp://127.0.0.1:1", connect_timeout="1s"):

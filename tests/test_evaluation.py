@@ -4,12 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hmmclf.classifier import HMMClassifier
-from hmmclf.cv import cross_validate
-from hmmclf.extraction import extract_corpus
-from hmmclf.labels import CLASSES
-from hmmclf.metrics import bootstrap_score_interval, icbhi_metrics, icbhi_score_from_indices
-from hmmclf.splits import make_folds
+from hmmclf.data.extraction import extract_corpus
+from hmmclf.evaluation.cv import cross_validate
+from hmmclf.model.classifier import HMMClassifier
+from hmmclf.task.classes import CLASSES
+from hmmclf.task.metrics import bootstrap_score_interval, icbhi_metrics, icbhi_score_from_indices
+from hmmclf.task.splits import make_folds
 
 
 def test_icbhi_definitions():

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from hmmclf.cli import main
-from hmmclf.errors import HmmclfError
-from hmmclf.experiment import load_experiment, run_names, shipped_experiment_names
-from hmmclf.labels import CLASSES
-from hmmclf.report import leaderboard
+from hmmclf.app.cli import main
+from hmmclf.app.experiment import load_experiment, run_names, shipped_experiment_names
+from hmmclf.evaluation.report import leaderboard
+from hmmclf.task.classes import CLASSES
+from hmmclf.utils.errors import HmmclfError
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPERIMENTS = ROOT / "hmmclf" / "experiments"
+EXPERIMENTS = ROOT / "hmmclf" / "app" / "experiments"
 
 
 def invoke(args, cwd):
@@ -37,8 +37,8 @@ def test_shipped_experiment_configs_load(path):
 def test_experiments_ship_as_package_data():
     names = sorted(p.stem for p in EXPERIMENTS.glob("*.toml"))
     assert len(names) >= 10 and shipped_experiment_names() == names
-    assert all(files("hmmclf").joinpath("experiments", f"{name}.toml").is_file() for name in names)
-    assert not (ROOT / "experiments").exists(), "the experiments live in hmmclf/experiments/ now"
+    assert all(files("hmmclf.app").joinpath("experiments", f"{name}.toml").is_file() for name in names)
+    assert not (ROOT / "experiments").exists(), "the experiments live in hmmclf/app/experiments/ now"
     setup_cfg = (ROOT / "setup.cfg").read_text()
     assert "[options.package_data]" in setup_cfg and "experiments/*.toml" in setup_cfg
 
@@ -116,7 +116,7 @@ def test_cv_with_config_repeats_and_compare(corpus):
     assert (
         corpus
         / "features"
-        / f"config-{__import__('hmmclf.features', fromlist=['x']).FeatureConfig(n_mfcc=8).fingerprint()}"
+        / f"config-{__import__('hmmclf.data.features', fromlist=['x']).FeatureConfig(n_mfcc=8).fingerprint()}"
     ).is_dir()
     board = (corpus / "board.md").read_text()
     rows = {line.split(" | ")[0].lstrip("| "): line for line in board.splitlines()[2:]}
@@ -140,8 +140,8 @@ def test_cv_with_config_repeats_and_compare(corpus):
 
 def _fake_report(folder: Path, name: str, seed: int = 0, repeats: int = 1, **model) -> Path:
     """A minimal report.json, as cv writes it, with the settings the names are made of."""
-    from hmmclf.classifier import HMMClassifier
-    from hmmclf.features import FeatureConfig
+    from hmmclf.data.features import FeatureConfig
+    from hmmclf.model.classifier import HMMClassifier
 
     params = {**HMMClassifier().get_params(), **model}
     report = {
@@ -193,7 +193,7 @@ def test_run_experiments_script_runs_every_shipped_experiment(tmp_path):
     stub = bin_dir / "hmmclf"
     stub.write_text(
         "#!/usr/bin/env bash\n"
-        f'if [ "$1" = experiments ]; then exec {sys.executable} -m hmmclf.cli "$@"; fi\n'
+        f'if [ "$1" = experiments ]; then exec {sys.executable} -m hmmclf.app.cli "$@"; fi\n'
         f'echo "$*" >> {tmp_path / "calls.log"}\n'
     )
     stub.chmod(0o755)

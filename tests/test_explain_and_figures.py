@@ -5,17 +5,18 @@ import pytest
 from click.testing import CliRunner
 from matplotlib.image import imread
 
-from hmmclf import __version__, figures
-from hmmclf.audio import load_clip
-from hmmclf.cli import main
-from hmmclf.decision import TunedOffsetsRule
-from hmmclf.explain import decision_thresholds, explain_clip, figure_title, format_explanation, plot_explanation
-from hmmclf.extraction import extract_corpus
-from hmmclf.features import compute_features
-from hmmclf.labels import CLASSES
-from hmmclf.model_io import load_model
-from hmmclf.pipeline import train_model
-from hmmclf.report import format_html, format_markdown, format_summary
+from hmmclf import __version__
+from hmmclf.app.cli import main
+from hmmclf.app.explain import decision_thresholds, explain_clip, figure_title, format_explanation, plot_explanation
+from hmmclf.app.pipeline import train_model
+from hmmclf.data.audio import load_clip
+from hmmclf.data.extraction import extract_corpus
+from hmmclf.data.features import compute_features
+from hmmclf.evaluation import figures
+from hmmclf.evaluation.report import format_html, format_markdown, format_summary
+from hmmclf.model.decision.offsets import TunedOffsetsRule
+from hmmclf.model.model_io import load_model
+from hmmclf.task.classes import CLASSES
 
 
 @pytest.fixture(scope="module")

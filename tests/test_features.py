@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from conftest import make_signal
 
-from hmmclf.features import FeatureConfig, compute_features
+from hmmclf.data.features import FeatureConfig, compute_features
 
 
 def test_shapes_and_dtype(rng):
@@ -73,7 +73,7 @@ def test_mfcc_equal_librosa_reference(rng):
 
 
 def test_delta_is_the_regression_slope():
-    from hmmclf.features import delta
+    from hmmclf.data.features import delta
 
     ramp = np.arange(20, dtype=float)[None, :] * 3.0
     d = delta(ramp, 9)
@@ -84,7 +84,7 @@ def test_delta_is_the_regression_slope():
 def test_mel_filterbank_equals_librosa():
     import librosa
 
-    from hmmclf.features import mel_filterbank
+    from hmmclf.data.features import mel_filterbank
 
     for sr, n_fft, n_mels, fmin, fmax in (
         (4000, 256, 30, 50.0, 1200.0),
@@ -102,7 +102,7 @@ def test_mel_filterbank_equals_librosa():
 def test_spectrogram_equals_librosa_stft(rng):
     import librosa
 
-    from hmmclf.features import power_spectrogram
+    from hmmclf.data.features import power_spectrogram
 
     y = make_signal("wheeze", 0.7, 4000, rng)
     np.testing.assert_allclose(

@@ -10,8 +10,8 @@ import pytest
 from scipy.signal import lfilter
 from sklearn.metrics import homogeneity_score
 
-from hmmclf.groups import clip_signature, infer_groups, n_inferred_groups
-from hmmclf.pipeline import ensure_features
+from hmmclf.app.pipeline import ensure_features
+from hmmclf.data.groups import clip_signature, infer_groups, n_inferred_groups
 
 
 def recording_clips(n_recordings=12, per_recording=10, seconds=1.5, sr=4000, seed=0):
@@ -72,10 +72,10 @@ def test_labels_are_read_again_at_every_run(corpus, tmp_path):
 
 
 def test_leakage_audit_sees_near_copies(tmp_path):
-    from hmmclf.cv import leakage_audit
-    from hmmclf.feature_store import FeatureSet
-    from hmmclf.features import FeatureConfig
-    from hmmclf.splits import make_folds
+    from hmmclf.data.feature_store import FeatureSet
+    from hmmclf.data.features import FeatureConfig
+    from hmmclf.evaluation.cv import leakage_audit
+    from hmmclf.task.splits import make_folds
 
     rng = np.random.default_rng(0)
     # 40 recordings of 8 near-identical clips each; the label is the recording's, unrelated to the sound.

@@ -10,8 +10,8 @@ import soundfile as sf
 from click.testing import CliRunner
 from conftest import build_corpus, make_signal, write_wav
 
-from hmmclf._atomic import directory_lock
-from hmmclf.cli import main
+from hmmclf.app.cli import main
+from hmmclf.utils.files import directory_lock
 
 EXPECTED_SKIPS = {
     "zero_bytes.wav": "empty file (zero bytes)",
@@ -138,7 +138,7 @@ def test_extract_skips_every_broken_input_with_its_reason(hostile):
     for name in UNUSUAL_BUT_VALID + ["dup_same.wav"]:
         assert name in set(index["file"]), name
     assert len(index) == 32 + len(UNUSUAL_BUT_VALID) + 1
-    from hmmclf.feature_store import load_feature_set
+    from hmmclf.data.feature_store import load_feature_set
 
     features = load_feature_set(hostile / "features" / "features.npz")
     assert all(np.isfinite(s).all() for s in features.sequences)

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import SHARED_ICBHI
 
-from hmmclf.cli import main
+from hmmclf.app.cli import main
 
 pytestmark = pytest.mark.skipif(not (SHARED_ICBHI / "train.csv").exists(), reason="../shared/data/icbhi not present")
 

@@ -4,8 +4,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hmmclf.errors import LabelsFileError
-from hmmclf.labels import check_relative_path, labels_to_class, parse_label_text, read_labels
+from hmmclf.data.labels import check_relative_path, read_labels
+from hmmclf.task.classes import labels_to_class, parse_label_text
+from hmmclf.utils.errors import LabelsFileError
 
 
 def write(tmp_path: Path, text: str, name: str = "labels.csv", encoding: str = "utf-8") -> Path:

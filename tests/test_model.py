@@ -7,13 +7,13 @@ from sklearn.model_selection import cross_validate
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from hmmclf.baum_welch import gaussian_log_density, sequence_log_likelihoods
-from hmmclf.classifier import HMMClassifier
-from hmmclf.decision import likelihood_statistics
-from hmmclf.errors import ModelFileError
-from hmmclf.features import FeatureConfig
-from hmmclf.labels import CLASSES
-from hmmclf.model_io import load_model, save_model
+from hmmclf.data.features import FeatureConfig
+from hmmclf.model.baum_welch import gaussian_log_density, sequence_log_likelihoods
+from hmmclf.model.classifier import HMMClassifier
+from hmmclf.model.decision.stacked import likelihood_statistics
+from hmmclf.model.model_io import load_model, save_model
+from hmmclf.task.classes import CLASSES
+from hmmclf.utils.errors import ModelFileError
 
 
 def toy_data(seed=0, per_class=12, dims=4):
@@ -50,7 +50,7 @@ def test_fit_predict_far_above_chance():
 
 
 def test_search_offsets_recovers_a_shifted_decision():
-    from hmmclf.decision import search_offsets
+    from hmmclf.model.decision.offsets import search_offsets
 
     rng = np.random.default_rng(0)
     y = np.array(["normal"] * 60 + ["crackle"] * 20 + ["wheeze"] * 20 + ["both"] * 10)
@@ -245,7 +245,7 @@ def test_forward_increments_are_prefix_log_likelihoods():
 
 
 def test_detectors_decision_composes_label_sets(tmp_path):
-    from hmmclf.decision import detector_scores
+    from hmmclf.model.decision.detectors import detector_scores
 
     X, y = toy_data(per_class=15)
     Xt, yt = toy_data(seed=1)
@@ -401,7 +401,7 @@ def test_auto_keeps_peak_detectors_unless_the_length_rule_wins_by_the_margin():
 
 
 def test_peak_evidence_is_the_best_window_mean_and_never_nan():
-    from hmmclf.auto_decision import moving_average_max
+    from hmmclf.model.decision.detectors import moving_average_max
 
     values = np.array([[0.0, -np.inf], [4.0, -np.inf], [0.0, -np.inf], [1.0, -np.inf]])
     np.testing.assert_array_equal(moving_average_max(values, 2), [2.0, -np.inf])

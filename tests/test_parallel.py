@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from hmmclf.parallel import parallel_map, release_workers, start_workers
+from hmmclf.utils.parallel import parallel_map, release_workers, start_workers
 
 
 def _square_slowly(x: int) -> tuple[int, int]:

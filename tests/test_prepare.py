@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from hmmclf.errors import HmmclfError
-from hmmclf.labels import read_labels
-from hmmclf.prepare import ICBHI_COLUMNS, SPRSOUND_COLUMNS, format_prepare_summary, prepare_corpus
+from hmmclf.data.labels import read_labels
+from hmmclf.data.prepare import ICBHI_COLUMNS, SPRSOUND_COLUMNS, format_prepare_summary, prepare_corpus
+from hmmclf.utils.errors import HmmclfError
 
 FORMATS = Path("/work/shared/data/formats")
 SR = 4000

@@ -4,7 +4,7 @@ import pytest
 import soundfile as sf
 from scipy.stats import kurtosis
 
-from hmmclf.synthetic import BROKEN_FILE, breath_noise, crackles, synthesize_corpus, wheeze
+from hmmclf.data.synthetic import BROKEN_FILE, breath_noise, crackles, synthesize_corpus, wheeze
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Audio input: decode any clip libsndfile reads into mono float32 at the analysis rate.
 
-Every reason a clip cannot be used is raised as :class:`hmmclf.errors.AudioError`
+Every reason a clip cannot be used is raised as :class:`hmmclf.utils.errors.AudioError`
 with a short ``reason`` that ends up in ``skipped.csv`` or in ``predict``'s
 ``error`` field.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import AudioError
+from ..utils.errors import AudioError
 
 DEFAULT_MAX_SECONDS = 120.0
 """Longest clip accepted. One respiratory cycle lasts a few seconds; a longer

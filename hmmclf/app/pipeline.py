@@ -16,12 +16,13 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from .audio import DEFAULT_MAX_SECONDS
-from .errors import CacheError, HmmclfError
-from .extraction import ChunkTask, ExtractResult, extract_corpus, features_of_chunk
-from .feature_store import CACHE_FILE, FeatureSet, load_feature_set
-from .features import FeatureConfig
-from .labels import CLASS_LABELS, CLASSES, read_labels
+from ..data.audio import DEFAULT_MAX_SECONDS
+from ..data.extraction import ChunkTask, ExtractResult, extract_corpus, features_of_chunk
+from ..data.feature_store import CACHE_FILE, FeatureSet, load_feature_set
+from ..data.features import FeatureConfig
+from ..data.labels import read_labels
+from ..task.classes import CLASS_LABELS, CLASSES
+from ..utils.errors import CacheError, HmmclfError
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -146,8 +147,8 @@ def new_report_dir(base: str | os.PathLike[str] = "reports", prefix: str = "cv")
 
 
 def make_model(params: dict[str, Any] | None = None):
-    """An :class:`hmmclf.classifier.HMMClassifier` with the defaults updated by ``params``."""
-    from .classifier import HMMClassifier
+    """An :class:`hmmclf.model.classifier.HMMClassifier` with the defaults updated by ``params``."""
+    from ..model.classifier import HMMClassifier
 
     merged = default_model_params()
     merged.update(params or {})
@@ -179,10 +180,10 @@ def run_cv(
     ``seed + 1``, ...: the report details the first run and adds every
     repeat's Score, Se and Sp with their mean and standard deviation.
     """
-    from .cv import cross_validate
-    from .metrics import bootstrap_score_interval
-    from .parallel import release_workers
-    from .report import write_cv_report
+    from ..evaluation.cv import cross_validate
+    from ..evaluation.report import write_cv_report
+    from ..task.metrics import bootstrap_score_interval
+    from ..utils.parallel import release_workers
 
     out_dir = Path(out_dir)
     if (out_dir / "report.json").exists():
@@ -247,7 +248,7 @@ def train_model(
     model_params: dict[str, Any] | None = None,
 ) -> tuple[Any, Path, float]:
     """Fit on every usable clip and save the model; return (model, path, seconds)."""
-    from .model_io import save_model
+    from ..model.model_io import save_model
 
     started = time.perf_counter()
     if len(features) == 0:
@@ -393,8 +394,8 @@ def predict_clips(
     HmmclfError
         A path that does not exist, no audio file at all, or an unusable model file.
     """
-    from .model_io import load_model
-    from .parallel import parallel_map
+    from ..model.model_io import load_model
+    from ..utils.parallel import parallel_map
 
     listing = list_clips(paths)
     say = log or (lambda message: None)
@@ -461,7 +462,7 @@ def run_demo(
     (not prepare, compare or explain)."""
     import pandas as pd
 
-    from .synthetic import synthesize_corpus
+    from ..data.synthetic import synthesize_corpus
 
     started = time.perf_counter()
     stage_seconds: dict[str, float] = {}

@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from ._atomic import atomic_open, atomic_write_text
+from .. import __version__
+from ..task.classes import CLASSES
+from ..utils.files import atomic_open, atomic_write_text
 from .cv import CVResult
 from .figures import grouping_unit, plot_confusion, plot_folds, plot_tradeoff, tradeoff_curve
-from .labels import CLASSES
 
 FIGURES = {
     "confusion": "Confusion matrix: counts and percent of each true class",
@@ -343,7 +343,7 @@ def write_cv_report(
 
 
 def _load_report(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any]]:
-    from .errors import HmmclfError
+    from ..utils.errors import HmmclfError
 
     path = Path(path)
     file = path / "report.json" if path.is_dir() else path
@@ -360,10 +360,10 @@ def leaderboard(paths: list[str | os.PathLike[str]], name_rows: Any = None) -> t
 
     Columns: experiment, Score, Se, Sp, per-class recall, fold mean ± std of
     the Score, grouped or not, wall time, report directory. Rows are named by ``name_rows(reports)``
-    (``hmmclf.experiment.run_names``: experiment + the settings that differ), else by experiment; names
+    (``hmmclf.app.experiment.run_names``: experiment + the settings that differ), else by experiment; names
     still shared get the report directory appended. A report given twice is an error.
     """
-    from .errors import HmmclfError
+    from ..utils.errors import HmmclfError
 
     loaded = [_load_report(path) for path in paths]
     files = [Path(directory, "report.json").resolve() for directory, _ in loaded]

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .labels import CLASS_LABELS, CLASSES, parse_label_text
+from ..task.classes import CLASS_LABELS, CLASSES, parse_label_text
 
 CLASS_COLOURS = {"normal": "#4c72b0", "crackle": "#dd8452", "wheeze": "#55a868", "both": "#c44e52"}
 
@@ -124,10 +124,10 @@ def explain_clip(
     ValueError
         When ``true_label`` is not a label.
     """
-    from .audio import load_clip
-    from .errors import AudioError
-    from .features import compute_features
-    from .model_io import load_model
+    from ..data.audio import load_clip
+    from ..data.features import compute_features
+    from ..model.model_io import load_model
+    from ..utils.errors import AudioError
 
     _true_class(true_label)  # refuse a bad label before the work
     model, config = load_model(model_path)
@@ -243,7 +243,7 @@ def _spectrogram_panel(
     fig: Any, ax: Any, side: Any, samples: np.ndarray, explanation: dict[str, Any], note: dict
 ) -> None:
     """Log-mel spectrogram on a mel axis over 0..sr/2, ticks in Hz, a colour bar, the model's band marked."""
-    from .features import hz_to_mel, mel_filterbank, power_spectrogram, power_to_db
+    from ..data.features import hz_to_mel, mel_filterbank, power_spectrogram, power_to_db
 
     sr, step = explanation["sample_rate"], explanation["frame_seconds"]
     duration = len(samples) / sr
@@ -380,7 +380,7 @@ def plot_explanation(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ._atomic import atomic_path
+    from ..utils.files import atomic_path
 
     if true_label is not None:
         explanation = dict(explanation)

@@ -4,7 +4,7 @@ Layout of ``features.npz``, written atomically: ``frames`` (all clips' frames
 concatenated, float32), ``lengths`` (frames per clip), per-clip ``files``,
 ``classes``, ``groups``, ``original_rates``, ``durations``, ``hashes`` (SHA-1
 of the file's bytes), ``signatures`` (the recording signature of
-:mod:`hmmclf.groups`, float32), the files extraction could not use
+:mod:`hmmclf.data.groups`, float32), the files extraction could not use
 (``skipped_files``, ``skipped_reasons``) and ``meta`` (a JSON string with the
 feature config, its fingerprint, the labels file's SHA-1, where the groups
 came from, and whether the extraction completed). Loading reads it with
@@ -26,11 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from ._atomic import load_npz, save_npz
-from .errors import CacheError
+from .. import __version__
+from ..task.classes import CLASSES
+from ..utils.errors import CacheError
+from ..utils.files import load_npz, save_npz
 from .features import FeatureConfig
-from .labels import CLASSES, INFER, PATIENT_COLUMNS, LabelTable
+from .labels import INFER, PATIENT_COLUMNS, LabelTable
 
 CACHE_FILE = "features.npz"
 CACHE_FORMAT = "hmmclf-features"
@@ -47,7 +48,7 @@ class FeatureSet:
     files : list of str
         Paths relative to the data directory.
     classes : numpy.ndarray of str
-        Label class of each clip (see :data:`hmmclf.labels.CLASSES`).
+        Label class of each clip (see :data:`hmmclf.data.labels.CLASSES`).
     groups : numpy.ndarray of str or None
         Group (patient, recording or inferred group) of each clip, or None
         when the folds are not grouped.
@@ -60,10 +61,10 @@ class FeatureSet:
         SHA-1 of each file's bytes.
     config : FeatureConfig
     signatures : numpy.ndarray
-        (n_clips, n) recording signatures (see :func:`hmmclf.groups.clip_signature`).
+        (n_clips, n) recording signatures (see :func:`hmmclf.data.groups.clip_signature`).
     group_source : str
         ``column``, ``filename``, ``regex``, ``inferred`` or ``none``
-        (see :class:`hmmclf.labels.LabelTable`).
+        (see :class:`hmmclf.data.labels.LabelTable`).
     group_note : str
         Where the groups come from, in words.
     group_column : str or None

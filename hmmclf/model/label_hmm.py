@@ -8,7 +8,7 @@ are not label classes.
 Training does not go through hmmlearn's per-clip Python loop: emission
 densities and sufficient statistics of all frames are matrix products, and
 only the forward-backward recursions run per clip, in hmmlearn's compiled
-kernels (see :mod:`hmmclf.baum_welch`). An emission model other than one
+kernels (see :mod:`hmmclf.model.baum_welch`). An emission model other than one
 diagonal Gaussian per state belongs in this module alone.
 """
 
@@ -21,7 +21,7 @@ from typing import Any, Mapping
 import numpy as np
 from hmmlearn.hmm import GaussianHMM
 
-from ._atomic import checked_array
+from ..utils.files import checked_array
 from .baum_welch import UnderflowError, fit_on_moments, gaussian_log_density, sequence_log_likelihoods
 
 TOPOLOGIES = ("ergodic", "left-right")
@@ -33,7 +33,7 @@ class FastDiagGaussianHMM(GaussianHMM):
 
     hmmlearn evaluates the diagonal Gaussian log-density by broadcasting an
     (n_frames, n_states, n_features) array; the matrix-product form of
-    :func:`~hmmclf.baum_welch.gaussian_log_density` gives the same numbers
+    :func:`~hmmclf.model.baum_welch.gaussian_log_density` gives the same numbers
     (tested) in a fraction of the time. It serves the log-space fallback fit,
     Viterbi decoding and hmmlearn's own ``score``; everything else is hmmlearn's.
     """
@@ -47,7 +47,7 @@ class HMMSettings:
     """How the HMM of one label class is initialised and fitted.
 
     The fields are the like-named parameters of
-    :class:`~hmmclf.classifier.HMMClassifier`, which documents them.
+    :class:`~hmmclf.model.classifier.HMMClassifier`, which documents them.
     """
 
     n_states: int = 5

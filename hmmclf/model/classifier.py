@@ -4,8 +4,8 @@
 of clips, each a (n_frames, n_features) array; ``y`` holds label classes
 (``normal``, ``crackle``, ``wheeze``, ``both``). Training fits one diagonal
 Gaussian HMM per class on the frames of that class's clips
-(:mod:`hmmclf.label_hmm`); a clip is scored by every class's HMM, and a
-decision rule (:mod:`hmmclf.decision`, :mod:`hmmclf.auto_decision`) turns the
+(:mod:`hmmclf.model.label_hmm`); a clip is scored by every class's HMM, and a
+decision rule (:mod:`hmmclf.model.decision`) turns the
 *length-normalised* log-likelihoods (per frame, so long clips do not dominate)
 plus log-priors, or their per-frame increments, into the clip's class.
 """
@@ -19,12 +19,12 @@ import numpy as np
 from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
-from .auto_decision import DECISION_RULES, make_decision_rule
-from .decision import ArgmaxRule, ClipLikelihoods, DecisionRule
+from ..task.classes import CLASSES
+from ..task.metrics import class_indices, icbhi_metrics
+from ..task.splits import make_folds
+from .decision import DECISION_RULES, make_decision_rule
+from .decision.base import ArgmaxRule, ClipLikelihoods, DecisionRule
 from .label_hmm import IMPLEMENTATIONS, TOPOLOGIES, HMMSettings, fit_label_hmm, log_likelihoods
-from .labels import CLASSES
-from .metrics import class_indices, icbhi_metrics
-from .splits import make_folds
 
 SCALE_FLOOR = 1e-6
 MIN_GROUPS_PER_INNER_FOLD = 2
@@ -124,8 +124,8 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         Extra additive offsets per class (order of ``CLASSES``) on the scores
         the decision rule reads.
     decision : {"auto", "tuned", "argmax", "stacked", "detectors", "peak-detectors", "tuned-length"}
-        The decision rule (see :mod:`hmmclf.decision` and
-        :mod:`hmmclf.auto_decision`). Rules other than "argmax" learn their
+        The decision rule (see :mod:`hmmclf.model.decision`).
+        Rules other than "argmax" learn their
         parameters from the training data alone: the training clips are
         split into ``inner_folds`` grouped folds, HMMs fitted on each inner
         training part score its held-out part, and the rule is fitted on
@@ -160,7 +160,7 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         and costs 1-2 points.
     implementation : {"scaling", "log"}
         Forward-backward variant for training. "scaling" runs
-        :func:`~hmmclf.baum_welch.fit_on_moments` (hmmlearn's scaled
+        :func:`~hmmclf.model.baum_welch.fit_on_moments` (hmmlearn's scaled
         recursions with all-frame statistics, several times faster than
         hmmlearn's log-space fit); a fit it cannot carry out (underflow) is
         redone with "log", hmmlearn's ``GaussianHMM`` in log space.
@@ -305,7 +305,7 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         ValueError
             For invalid parameters or input, or when a label class has no clip.
         """
-        from .parallel import parallel_map
+        from ..utils.parallel import parallel_map
 
         self.check_params()
         sequences = check_sequences(X)
@@ -496,5 +496,5 @@ _ABSENT_REPORT = {
 
 
 def _fit_label_hmm_task(task: tuple) -> tuple[Any, dict[str, Any]]:
-    """Worker: :func:`~hmmclf.label_hmm.fit_label_hmm` on one class's clips."""
+    """Worker: :func:`~hmmclf.model.label_hmm.fit_label_hmm` on one class's clips."""
     return fit_label_hmm(*task)

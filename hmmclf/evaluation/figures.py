@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from ._atomic import atomic_path
-from .labels import CLASSES
-from .metrics import icbhi_metrics
+from ..task.classes import CLASSES
+from ..task.metrics import icbhi_metrics
+from ..utils.files import atomic_path
 
 
 def grouping_unit(report: dict[str, Any]) -> str:

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ._atomic import atomic_open, atomic_path, atomic_write_text, directory_lock
-from .errors import HmmclfError
+from ..utils.errors import HmmclfError
+from ..utils.files import atomic_open, atomic_path, atomic_write_text, directory_lock
 
 KINDS = ("icbhi", "sprsound")
 STATE_FILE = "prepare_state.json"
@@ -222,7 +222,7 @@ def prepare_corpus(
     HmmclfError
         When ``kind`` is unknown or ``src`` holds no recording of that release.
     """
-    from .parallel import parallel_map
+    from ..utils.parallel import parallel_map
 
     if kind not in KINDS:
         raise HmmclfError(f"unknown database {kind!r}; expected one of {', '.join(KINDS)}")

@@ -1,16 +1,6 @@
 """Reading labels files: layouts, label sets, groups and the rows that cannot be used.
 
-Four label classes are modelled. ``normal`` excludes the others; ``crackle`` and
-``wheeze`` may co-occur, and their co-occurrence is the class ``both``:
-
-======== ====================
-class    label set
-======== ====================
-normal   {normal}
-crackle  {crackle}
-wheeze   {wheeze}
-both     {crackle, wheeze}
-======== ====================
+The label classes and their label sets are defined in :mod:`hmmclf.task.classes`.
 
 Accepted layouts of the labels file (column names are case-insensitive, the
 separator is sniffed, a UTF-8 byte-order mark is ignored):
@@ -28,7 +18,7 @@ The file column is one of ``filename``/``file``/``file_name``/``fname``/``path``
 Groups keep one patient's clips on one side of a CV split. Unless chosen, they
 come from a patient column, else a recording column, else file names of a known
 scheme (ICBHI 2017, SPRSound), else they are inferred from the audio
-(:mod:`hmmclf.groups`); :func:`read_labels` says which.
+(:mod:`hmmclf.data.groups`); :func:`read_labels` says which.
 """
 
 from __future__ import annotations
@@ -42,18 +32,8 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import pandas as pd
 
-from .errors import LabelsFileError
-
-CLASSES: tuple[str, ...] = ("normal", "crackle", "wheeze", "both")
-"""The label classes, in the order used by every array, report and model file."""
-
-CLASS_LABELS: dict[str, tuple[str, ...]] = {
-    "normal": ("normal",),
-    "crackle": ("crackle",),
-    "wheeze": ("wheeze",),
-    "both": ("crackle", "wheeze"),
-}
-"""The label set each class stands for."""
+from ..task.classes import labels_to_class, parse_label_text
+from ..utils.errors import LabelsFileError
 
 FILE_COLUMNS = ("filename", "file", "file_name", "fname", "path")
 LABEL_COLUMNS = ("label", "labels", "class")
@@ -78,54 +58,8 @@ LAYOUTS_HELP = (
     "or one-hot 0/1 columns normal+wheeze+crackle"
 )
 
-_TOKEN_SPLIT = re.compile(r"\s*(?:\+|,|;|/|&|\band\b|\s)\s*")
-_TOKEN_NAMES = {
-    "normal": "normal",
-    "none": "normal",
-    "healthy": "normal",
-    "crackle": "crackle",
-    "crackles": "crackle",
-    "wheeze": "wheeze",
-    "wheezes": "wheeze",
-    "both": "both",
-}
 _TRUE = {"1", "1.0", "true", "yes", "y", "t"}
 _FALSE = {"0", "0.0", "false", "no", "n", "f", ""}
-
-
-def labels_to_class(labels: set[str] | frozenset[str]) -> str:
-    """Map a label set to its class; raise ``ValueError`` when the set is not valid.
-
-    >>> labels_to_class({"wheeze", "crackle"})
-    'both'
-    """
-    labels = set(labels)
-    if "both" in labels:
-        labels.discard("both")
-        labels |= {"crackle", "wheeze"}
-    if not labels:
-        raise ValueError("no label")
-    if "normal" in labels and len(labels) > 1:
-        raise ValueError("contradictory labels: normal together with " + "+".join(sorted(labels - {"normal"})))
-    for name, members in CLASS_LABELS.items():
-        if labels == set(members):
-            return name
-    raise ValueError("unknown label set " + "+".join(sorted(labels)))  # pragma: no cover
-
-
-def parse_label_text(text: str) -> str:
-    """Parse one cell of a ``label`` column into a label class.
-
-    Raises ``ValueError`` with the skip reason for unknown or contradictory text.
-    """
-    raw = str(text).strip().lower()
-    if not raw:
-        raise ValueError("no label")
-    tokens = [t for t in _TOKEN_SPLIT.split(raw) if t]
-    unknown = [t for t in tokens if t not in _TOKEN_NAMES]
-    if unknown:
-        raise ValueError(f"unknown label {text.strip()!r}")
-    return labels_to_class({_TOKEN_NAMES[t] for t in tokens})
 
 
 def _parse_flag(value: str, column: str) -> bool:
@@ -244,7 +178,7 @@ def read_labels(
         ``patient_number``; case, spaces, ``_`` and ``-`` ignored), else a
         recording column, else file names of a known scheme (ICBHI 2017,
         SPRSound), else ``"infer"``. ``"infer"``: groups are inferred from the
-        audio at extraction (see :mod:`hmmclf.groups`). ``"regex:PATTERN"``:
+        audio at extraction (see :mod:`hmmclf.data.groups`). ``"regex:PATTERN"``:
         the first capture group of PATTERN searched in each file name.
         ``None`` or ``"none"``: no groups. Any other value names the column.
 

@@ -28,8 +28,14 @@ SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 # What the worker processes of each command import before their first task
 # (see start_workers).
 WORKER_MODULES = {
-    "extract": ("hmmclf.extraction",),
-    "cv": ("hmmclf.extraction", "hmmclf.classifier", "hmmclf.cv", "sklearn.cluster", "sklearn.ensemble"),
+    "extract": ("hmmclf.data.extraction",),
+    "cv": (
+        "hmmclf.data.extraction",
+        "hmmclf.model.classifier",
+        "hmmclf.evaluation.cv",
+        "sklearn.cluster",
+        "sklearn.ensemble",
+    ),
 }
 
 # Every process already runs one task per core: more BLAS/OpenMP threads

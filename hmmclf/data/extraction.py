@@ -2,7 +2,7 @@
 
 Clips are read and featurised in chunks by worker processes
 (:func:`features_of_chunk`); the results go into a :class:`FeatureSet` saved
-with :mod:`hmmclf.feature_store` in ``<out>/features.npz``, beside
+with :mod:`hmmclf.data.feature_store` in ``<out>/features.npz``, beside
 ``index.csv`` (one row per usable clip) and ``skipped.csv`` (one row per
 left-out clip with its reason).
 
@@ -23,14 +23,14 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from ._atomic import atomic_open, directory_lock
+from ..utils.errors import AudioError, CacheError
+from ..utils.files import atomic_open, directory_lock
+from ..utils.parallel import parallel_map, resolve_jobs
 from .audio import DEFAULT_MAX_SECONDS, load_clip
-from .errors import AudioError, CacheError
 from .feature_store import CACHE_FILE, FeatureSet, load_feature_set, save_feature_set
 from .features import FeatureConfig, compute_features
 from .groups import clip_signature
 from .labels import read_labels
-from .parallel import parallel_map, resolve_jobs
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -150,13 +150,13 @@ def extract_corpus(
     data_dir : path
         Folder of clips the labels file's paths are relative to.
     labels_csv : path
-        Labels file in any layout :func:`hmmclf.labels.read_labels` accepts.
+        Labels file in any layout :func:`hmmclf.data.labels.read_labels` accepts.
     out_dir : path
         Cache directory; created if needed and locked while this runs.
     config : FeatureConfig, optional
         Feature parameters; the default config when None.
     groups : str or None
-        Group column choice, as in :func:`hmmclf.labels.read_labels`.
+        Group column choice, as in :func:`hmmclf.data.labels.read_labels`.
     n_jobs : int, optional
         Worker processes; all cores when None.
     progress : callable, optional

@@ -10,10 +10,10 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from .feature_store import FeatureSet
-from .labels import CLASSES
-from .metrics import icbhi_metrics
-from .splits import make_folds
+from ..data.feature_store import FeatureSet
+from ..task.classes import CLASSES
+from ..task.metrics import icbhi_metrics
+from ..task.splits import make_folds
 
 
 def clip_statistics(sequences: list[np.ndarray]) -> np.ndarray:
@@ -159,7 +159,7 @@ def cross_validate(
         the baselines' metrics on the same folds and (with ``leakage``) the
         :func:`leakage_audit`.
     """
-    from .parallel import parallel_map, resolve_jobs
+    from ..utils.parallel import parallel_map, resolve_jobs
 
     started = time.perf_counter()
     notes = []
@@ -321,7 +321,7 @@ def leakage_audit(features: FeatureSet, folds: list[tuple[np.ndarray, np.ndarray
     """How much the folds used let a memorising model gain, against plain stratified folds.
 
     The probe (:func:`nearest_neighbour_score` on per-clip feature means and
-    standard deviations plus the recording signature of :mod:`hmmclf.groups`)
+    standard deviations plus the recording signature of :mod:`hmmclf.data.groups`)
     is scored under ``folds`` and
     under plain stratified folds of the same size and seed. ``gap`` (plain
     minus used, in Score points) is the optimism that plain folds would carry

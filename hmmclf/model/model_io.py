@@ -17,13 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from ._atomic import atomic_write_text, checked_array, load_npz, save_npz
-from .auto_decision import DECISION_RULES, rule_from_arrays
+from .. import __version__
+from ..task.classes import CLASSES
+from ..utils.errors import ModelFileError
+from ..utils.files import atomic_write_text, checked_array, load_npz, save_npz
 from .classifier import HMMClassifier
-from .errors import ModelFileError
+from .decision import DECISION_RULES, rule_from_arrays
 from .label_hmm import hmm_from_arrays, hmm_to_arrays
-from .labels import CLASSES
 
 MODEL_FORMAT = "hmmclf-model"
 # Version 2 (hmmclf 0.3): decision rules stored under "decision.*" with their name in meta.
@@ -89,7 +89,7 @@ def load_model(path: str | os.PathLike[str]) -> tuple[HMMClassifier, Any]:
         For a missing, damaged, foreign or inconsistent file. Nothing in the
         file is unpickled or executed (``allow_pickle=False``).
     """
-    from .features import FeatureConfig
+    from ..data.features import FeatureConfig
 
     path = Path(path)
     arrays = load_npz(path, ModelFileError, "model file", "run 'hmmclf train'")

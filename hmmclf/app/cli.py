@@ -1,4 +1,4 @@
-"""Command-line interface. It parses options and delegates to :mod:`hmmclf.pipeline`.
+"""Command-line interface. It parses options and delegates to :mod:`hmmclf.app.pipeline`.
 
 Every user error is one line on stderr and a non-zero exit code (2); ``--debug``
 or ``HMMCLF_DEBUG=1`` shows tracebacks instead.
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import click
 
-from . import __version__
-from .errors import HmmclfError
+from .. import __version__
+from ..utils.errors import HmmclfError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
@@ -219,7 +219,7 @@ def prepare(kind: str, src: str, out_dir: str, jobs: int | None) -> None:
     grouped CV) and OUT/skipped.csv (every annotation row that gave no clip,
     with its reason). Re-running cuts again only recordings that changed.
     """
-    from .prepare import format_prepare_summary, prepare_corpus
+    from ..data.prepare import format_prepare_summary, prepare_corpus
 
     _log(f"prepare: {kind} release in {src} -> {out_dir}")
     result = prepare_corpus(kind, src, out_dir, n_jobs=jobs, progress=Progress())
@@ -254,12 +254,12 @@ def extract(
     OUT/skipped.csv. Re-running recomputes only new or changed clips. With
     --config, the cache goes where 'cv --config' and 'train --config' look.
     """
-    from .parallel import WORKER_MODULES, compute_backend
+    from ..utils.parallel import WORKER_MODULES, compute_backend
 
     with compute_backend(scheduler, n_jobs=jobs, preload=WORKER_MODULES["extract"]) as backend:
         # Imported while the worker processes start.
+        from ..data.extraction import extract_corpus
         from .experiment import Experiment, load_experiment
-        from .extraction import extract_corpus
         from .pipeline import extract_summary, features_dir_for
 
         experiment = load_experiment(config_path) if config_path else Experiment()
@@ -327,15 +327,15 @@ def cv(
     run on the same folds. Options given on the command line override the
     config.
     """
-    from .parallel import WORKER_MODULES, compute_backend
+    from ..utils.parallel import WORKER_MODULES, compute_backend
 
     ctx = click.get_current_context()
     given = lambda name: ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE  # noqa: E731
     with compute_backend(scheduler, n_jobs=jobs, preload=WORKER_MODULES["cv"]) as backend:
         # Imported while the worker processes start.
+        from ..evaluation.report import format_summary
         from .experiment import Experiment, load_experiment
         from .pipeline import new_report_dir, run_cv
-        from .report import format_summary
 
         experiment = load_experiment(config_path) if config_path else Experiment()
         folds = folds if given("folds") else experiment.cv.get("folds", folds)
@@ -385,9 +385,9 @@ def compare(reports, out_path, force) -> None:
     never overwritten silently: compare stops with an error unless --force is
     given.
     """
-    from ._atomic import atomic_write_text
+    from ..evaluation.report import leaderboard
+    from ..utils.files import atomic_write_text
     from .experiment import run_names
-    from .report import leaderboard
 
     if Path(out_path).exists() and not force:
         raise HmmclfError(f"{out_path}: already exists; give --force to overwrite it, or another --out")
@@ -434,7 +434,7 @@ def train(features_dir, out_path, data_dir, labels_csv, groups, states, topology
     features = _features_of(experiment, features_dir, data_dir, labels_csv, groups, jobs)
     _log(f"train: {len(features)} clips, experiment {experiment.name!r}")
     model, path, seconds = train_model(features, out_path, {**experiment.model, **_model_params(states, topology)})
-    from .report import format_fit_report
+    from ..evaluation.report import format_fit_report
 
     _log(format_fit_report(model.fit_report_))
     click.echo(f"train: model saved to {path} ({seconds:.1f} s)")
@@ -458,8 +458,8 @@ def predict(paths, model_path, fmt, jobs) -> None:
     be decoded or used gets an error entry in the output; the others are still
     predicted, and the exit code is 1 at the end.
     """
+    from ..evaluation.report import format_predictions
     from .pipeline import predict_clips
-    from .report import format_predictions
 
     results = predict_clips(paths, model_path, n_jobs=jobs, log=_log)
     click.echo(format_predictions(results, fmt))
@@ -487,7 +487,7 @@ def predict(paths, model_path, fmt, jobs) -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def explain(clip, model_path, out_path, true_label, fmt) -> None:
     """Show where in CLIP the model heard what: waveform, spectrogram, Viterbi paths, likelihood ratios."""
-    from .errors import AudioError
+    from ..utils.errors import AudioError
     from .explain import explain_clip, format_explanation, plot_explanation
 
     try:
@@ -517,8 +517,8 @@ def demo(directory: str, seed: int, jobs: int | None) -> None:
     the predictions of five clips (one per label state and an unreadable one)
     are written into DIRECTORY too.
     """
+    from ..evaluation.report import format_predictions, format_summary
     from .pipeline import run_demo
-    from .report import format_predictions, format_summary
 
     result = run_demo(directory, seed=seed, n_jobs=jobs, progress=Progress(), log=_log)
     click.echo(format_summary(result.report))

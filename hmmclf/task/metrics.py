@@ -16,13 +16,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .labels import CLASSES
+from .classes import CLASSES
 
 ABNORMAL_CLASSES = ("crackle", "wheeze", "both")
 
 
 def class_indices(y: Sequence[str]) -> np.ndarray:
-    """Index of each label class in :data:`~hmmclf.labels.CLASSES` (ValueError for an unknown one)."""
+    """Index of each label class in :data:`~hmmclf.data.labels.CLASSES` (ValueError for an unknown one)."""
     index = {name: i for i, name in enumerate(CLASSES)}
     try:
         return np.array([index[s] for s in np.asarray(y, dtype=str).tolist()], dtype=np.int64)
@@ -34,7 +34,7 @@ def icbhi_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
     """ICBHI Score, Se, Sp, accuracy, per-class precision/recall/F1 and the confusion matrix.
 
     The confusion matrix has rows = true class, columns = predicted class, in
-    the order of :data:`hmmclf.labels.CLASSES`. A rate with no clip to
+    the order of :data:`hmmclf.data.labels.CLASSES`. A rate with no clip to
     count (e.g. Se on a set without abnormal clips) is NaN.
     """
     y_true = np.asarray(y_true, dtype=str)

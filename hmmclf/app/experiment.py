@@ -20,7 +20,7 @@ Layout (every table and key optional; what is left out keeps its default)::
 
 Read with the standard library's ``tomllib`` (``tomli`` on Python 3.10).
 
-The experiments of the README ship inside the package (``hmmclf/experiments/*.toml``,
+The experiments of the README ship inside the package (``hmmclf/app/experiments/*.toml``,
 package data): ``--config NAME`` loads one from any folder, ``hmmclf experiments``
 lists them, and ``--config PATH`` reads any other file.
 """
@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import HmmclfError
-from .features import FeatureConfig
+from ..data.features import FeatureConfig
+from ..utils.errors import HmmclfError
 
 CV_KEYS = {"folds": int, "seed": int, "repeats": int}
 
@@ -62,7 +62,7 @@ class Experiment:
         }
 
 
-SHIPPED_PACKAGE = "hmmclf"
+SHIPPED_PACKAGE = "hmmclf.app"
 SHIPPED_FOLDER = "experiments"
 
 
@@ -150,7 +150,7 @@ def load_experiment(config: str | os.PathLike[str]) -> Experiment:
         One line naming the file and the problem; for a name that is neither
         a file nor a shipped experiment, the shipped names.
     """
-    from .classifier import HMMClassifier
+    from ..model.classifier import HMMClassifier
 
     path, stem, raw = _read_config(config)
     data = _parse_toml(raw, path)
@@ -237,7 +237,7 @@ def run_names(reports: list[dict[str, Any]]) -> list[str]:
     in any setting get different names; the leaderboard appends the report
     directory to names still shared (the same configuration run twice).
     """
-    from .classifier import HMMClassifier
+    from ..model.classifier import HMMClassifier
 
     settings = [run_settings(report) for report in reports]
     defaults = {"seed": 0, "repeats": 1, "folds": 5, **HMMClassifier().get_params(), **FeatureConfig().to_dict()}
