@@ -14,6 +14,7 @@ from hmmclf.data.extraction import extract_corpus
 from hmmclf.data.features import compute_features
 from hmmclf.evaluation import figures
 from hmmclf.evaluation.report import format_html, format_markdown, format_summary
+from hmmclf.model.config import ModelConfig
 from hmmclf.model.decision.offsets import TunedOffsetsRule
 from hmmclf.model.model_io import load_model
 from hmmclf.task.classes import CLASSES
@@ -25,7 +26,7 @@ def trained(tmp_path_factory):
 
     root = build_corpus(tmp_path_factory.mktemp("c"), per_patient=2, patients=4)
     features = extract_corpus(root / "train", root / "train.csv", root / "features", n_jobs=1).features
-    _, model_path, _ = train_model(features, root / "model.npz", {"n_states": 3, "n_iter": 5, "decision": "argmax"})
+    _, model_path, _ = train_model(features, root / "model.npz", ModelConfig(n_states=3, n_iter=5, decision="argmax"))
     return root, model_path
 
 

@@ -86,13 +86,15 @@ def _command_line() -> str:
     return "hmmclf " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
-def _model_params(states: int | None, topology: str | None) -> dict:
-    params = {}
-    if states is not None:
-        params["n_states"] = states
-    if topology is not None:
-        params["topology"] = topology
-    return params
+def _experiment(config_path: str | None, **overrides):
+    """The experiment of ``--config`` (or the defaults) with what the command line gave on top."""
+    from .experiment import Experiment, load_experiment
+
+    experiment = load_experiment(config_path) if config_path else Experiment()
+    try:
+        return experiment.with_overrides(**overrides)
+    except ValueError as exc:
+        raise HmmclfError(str(exc)) from None
 
 
 _features_option = click.option(
@@ -259,10 +261,9 @@ def extract(
     with compute_backend(scheduler, n_jobs=jobs, preload=WORKER_MODULES["extract"]) as backend:
         # Imported while the worker processes start.
         from ..data.extraction import extract_corpus
-        from .experiment import Experiment, load_experiment
         from .pipeline import extract_summary, features_dir_for
 
-        experiment = load_experiment(config_path) if config_path else Experiment()
+        experiment = _experiment(config_path)
         _log(f"extract: {data_dir} with {labels_csv} on {backend}")
         result = extract_corpus(
             data_dir,
@@ -280,8 +281,12 @@ def extract(
 
 
 @main.command()
-@click.option("--folds", type=click.IntRange(2, 100), default=5, show_default=True, help="Number of CV folds.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fold split and the models.")
+@click.option(
+    "--folds", type=click.IntRange(2, 100), default=None, help="Number of CV folds [default: the config's, else 5]."
+)
+@click.option(
+    "--seed", type=int, default=None, help="Seed of the fold split and the models [default: the config's, else 0]."
+)
 @_features_option
 @click.option(
     "--out",
@@ -329,38 +334,22 @@ def cv(
     """
     from ..utils.parallel import WORKER_MODULES, compute_backend
 
-    ctx = click.get_current_context()
-    given = lambda name: ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE  # noqa: E731
     with compute_backend(scheduler, n_jobs=jobs, preload=WORKER_MODULES["cv"]) as backend:
         # Imported while the worker processes start.
         from ..evaluation.report import format_summary
-        from .experiment import Experiment, load_experiment
         from .pipeline import new_report_dir, run_cv
 
-        experiment = load_experiment(config_path) if config_path else Experiment()
-        folds = folds if given("folds") else experiment.cv.get("folds", folds)
-        seed = seed if given("seed") else experiment.cv.get("seed", seed)
-        repeats = repeats or experiment.cv.get("repeats", 1)
-        model_params = {**experiment.model, **_model_params(states, topology)}
+        experiment = _experiment(
+            config_path, folds=folds, seed=seed, repeats=repeats, n_states=states, topology=topology
+        )
         out = Path(out_dir) if out_dir else new_report_dir(prefix=f"cv-{experiment.name}" if config_path else "cv")
         features = _features_of(experiment, features_dir, data_dir, labels_csv, groups, jobs)
         _log(features.describe_groups())
         _log(
-            f"cv: experiment {experiment.name!r}, {folds} folds x {repeats} repeat(s) "
+            f"cv: experiment {experiment.name!r}, {experiment.cv.folds} folds x {experiment.cv.repeats} repeat(s) "
             f"over {len(features)} clips on {backend}"
         )
-        report = run_cv(
-            features,
-            out,
-            n_folds=folds,
-            seed=seed,
-            model_params=model_params,
-            n_jobs=jobs,
-            progress=Progress(),
-            command=_command_line(),
-            repeats=repeats,
-            experiment=experiment.to_dict(),
-        )
+        report = run_cv(features, out, experiment, n_jobs=jobs, progress=Progress(), command=_command_line())
     click.echo(format_summary(report))
     click.echo(f"cv: {report['seconds']:.1f} s; report in {out}/report.md")
 
@@ -427,13 +416,12 @@ def experiments(names: bool) -> None:
 @_jobs_option
 def train(features_dir, out_path, data_dir, labels_csv, groups, states, topology, config_path, jobs) -> None:
     """Fit the model on every usable clip and save it (npz + JSON, no pickle)."""
-    from .experiment import Experiment, load_experiment
     from .pipeline import train_model
 
-    experiment = load_experiment(config_path) if config_path else Experiment()
+    experiment = _experiment(config_path, n_states=states, topology=topology)
     features = _features_of(experiment, features_dir, data_dir, labels_csv, groups, jobs)
     _log(f"train: {len(features)} clips, experiment {experiment.name!r}")
-    model, path, seconds = train_model(features, out_path, {**experiment.model, **_model_params(states, topology)})
+    model, path, seconds = train_model(features, out_path, experiment.model)
     from ..evaluation.report import format_fit_report
 
     _log(format_fit_report(model.fit_report_))

@@ -9,7 +9,7 @@ Layout (every table and key optional; what is left out keeps its default)::
     fmin = 50.0
     fmax = 2000.0
 
-    [model]             # any HMMClassifier parameter
+    [model]             # any ModelConfig field (HMMClassifier's parameters but n_jobs)
     n_states = 5
     decision = "tuned"
 
@@ -28,7 +28,6 @@ lists them, and ``--config PATH`` reads any other file.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import os
 from dataclasses import dataclass, field
@@ -36,9 +35,23 @@ from pathlib import Path
 from typing import Any
 
 from ..data.features import FeatureConfig
+from ..model.config import ModelConfig
 from ..utils.errors import HmmclfError
 
-CV_KEYS = {"folds": int, "seed": int, "repeats": int}
+
+@dataclass(frozen=True)
+class CVSettings:
+    """How a cv run splits and repeats: ``[cv]`` of an experiment file."""
+
+    folds: int = 5
+    seed: int = 0
+    repeats: int = 1
+
+    def __post_init__(self) -> None:
+        for name, low in (("folds", 2), ("seed", None), ("repeats", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or (low is not None and value < low):
+                raise ValueError(f"[cv] takes integers folds >= 2, seed, repeats >= 1; got {name} = {value!r}")
 
 
 @dataclass(frozen=True)
@@ -48,8 +61,21 @@ class Experiment:
     name: str = "default"
     description: str = "built-in defaults"
     features: FeatureConfig = field(default_factory=FeatureConfig)
-    model: dict[str, Any] = field(default_factory=dict)
-    cv: dict[str, int] = field(default_factory=dict)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    cv: CVSettings = field(default_factory=CVSettings)
+
+    def with_overrides(
+        self, *, folds: int | None = None, seed: int | None = None, repeats: int | None = None, **model: Any
+    ) -> Experiment:
+        """A copy with what the command line gave; ``None`` keeps the experiment's value.
+
+        The one rule for every command: a value given on the command line wins
+        over the experiment file, which wins over the built-in default.
+        """
+        cv = dataclasses.replace(
+            self.cv, **{k: v for k, v in (("folds", folds), ("seed", seed), ("repeats", repeats)) if v is not None}
+        )
+        return dataclasses.replace(self, model=self.model.with_overrides(**model), cv=cv)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form, stored in every report."""
@@ -57,8 +83,8 @@ class Experiment:
             "name": self.name,
             "description": self.description,
             "features": self.features.to_dict(),
-            "model": dict(self.model),
-            "cv": dict(self.cv),
+            "model": self.model.to_dict(),
+            "cv": dataclasses.asdict(self.cv),
         }
 
 
@@ -150,41 +176,37 @@ def load_experiment(config: str | os.PathLike[str]) -> Experiment:
         One line naming the file and the problem; for a name that is neither
         a file nor a shipped experiment, the shipped names.
     """
-    from ..model.classifier import HMMClassifier
-
     path, stem, raw = _read_config(config)
     data = _parse_toml(raw, path)
     unknown = set(data) - {"name", "description", "features", "model", "cv"}
     if unknown:
         raise HmmclfError(f"{path}: unknown top-level keys {sorted(unknown)}")
-    features = data.get("features", {})
-    model = data.get("model", {})
-    cv = data.get("cv", {})
-    for table, value in (("features", features), ("model", model), ("cv", cv)):
+    tables = {name: data.get(name, {}) for name in ("features", "model", "cv")}
+    for table, value in tables.items():
         if not isinstance(value, dict):
             raise HmmclfError(f"{path}: [{table}] must be a table")
     known_features = {f.name for f in dataclasses.fields(FeatureConfig)}
-    if set(features) - known_features:
-        raise HmmclfError(f"{path}: unknown [features] keys {sorted(set(features) - known_features)}")
-    known_model = set(inspect.signature(HMMClassifier).parameters) - {"n_jobs"}
-    if set(model) - known_model:
+    if set(tables["features"]) - known_features:
+        raise HmmclfError(f"{path}: unknown [features] keys {sorted(set(tables['features']) - known_features)}")
+    known_model = set(ModelConfig.field_names())
+    if set(tables["model"]) - known_model:
+        unknown_model = sorted(set(tables["model"]) - known_model)
+        raise HmmclfError(f"{path}: unknown [model] keys {unknown_model}; known: {sorted(known_model)}")
+    known_cv = {f.name for f in dataclasses.fields(CVSettings)}
+    if set(tables["cv"]) - known_cv:
         raise HmmclfError(
-            f"{path}: unknown [model] keys {sorted(set(model) - known_model)}; known: {sorted(known_model)}"
+            f"{path}: [cv] takes integers folds, seed, repeats; got {sorted(set(tables['cv']) - known_cv)}"
         )
-    for key, value in cv.items():
-        if key not in CV_KEYS or not isinstance(value, int):
-            raise HmmclfError(f"{path}: [cv] takes integers folds, seed, repeats; got {key} = {value!r}")
     try:
-        config = FeatureConfig.from_dict({**FeatureConfig().to_dict(), **features})
-        if "class_offsets" in model:
-            model = {**model, "class_offsets": tuple(model["class_offsets"])}
-        HMMClassifier(**model).check_params()
+        features = FeatureConfig.from_dict({**FeatureConfig().to_dict(), **tables["features"]})
+        model = ModelConfig.from_dict(tables["model"])
+        cv = CVSettings(**tables["cv"])
     except (ValueError, TypeError) as exc:
         raise HmmclfError(f"{path}: {exc}") from None
     return Experiment(
         name=str(data.get("name", stem)),
         description=str(data.get("description", "")),
-        features=config,
+        features=features,
         model=model,
         cv=cv,
     )
@@ -237,10 +259,8 @@ def run_names(reports: list[dict[str, Any]]) -> list[str]:
     in any setting get different names; the leaderboard appends the report
     directory to names still shared (the same configuration run twice).
     """
-    from ..model.classifier import HMMClassifier
-
     settings = [run_settings(report) for report in reports]
-    defaults = {"seed": 0, "repeats": 1, "folds": 5, **HMMClassifier().get_params(), **FeatureConfig().to_dict()}
+    defaults = {"seed": 0, "repeats": 1, "folds": 5, **ModelConfig().to_dict(), **FeatureConfig().to_dict()}
     keys = list(dict.fromkeys(k for s in settings for k in s))
     varying = [k for k in keys if len({_comparable(s.get(k)) for s in settings}) > 1]
     reference = {}

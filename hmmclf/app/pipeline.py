@@ -21,15 +21,12 @@ from ..data.extraction import ChunkTask, ExtractResult, extract_corpus, features
 from ..data.feature_store import CACHE_FILE, FeatureSet, load_feature_set
 from ..data.features import FeatureConfig
 from ..data.labels import read_labels
+from ..model.config import ModelConfig
 from ..task.classes import CLASS_LABELS, CLASSES
 from ..utils.errors import CacheError, HmmclfError
+from .experiment import Experiment
 
 ProgressFn = Callable[[str, int, int], None]
-
-
-def default_model_params() -> dict[str, Any]:
-    """Model parameters used when none are given."""
-    return {}
 
 
 def features_dir_for(features_dir: str | os.PathLike[str], config: FeatureConfig | None) -> Path:
@@ -146,18 +143,6 @@ def new_report_dir(base: str | os.PathLike[str] = "reports", prefix: str = "cv")
     return candidate
 
 
-def make_model(params: dict[str, Any] | None = None):
-    """An :class:`hmmclf.model.classifier.HMMClassifier` with the defaults updated by ``params``."""
-    from ..model.classifier import HMMClassifier
-
-    merged = default_model_params()
-    merged.update(params or {})
-    try:
-        return HMMClassifier(**merged)
-    except TypeError as exc:
-        raise HmmclfError(f"invalid model parameters: {exc}") from None
-
-
 def _repeat_progress(progress: ProgressFn, suffix: str, stage: str, done: int, total: int) -> None:
     progress(f"{stage} {suffix}", done, total)
 
@@ -165,33 +150,32 @@ def _repeat_progress(progress: ProgressFn, suffix: str, stage: str, done: int, t
 def run_cv(
     features: FeatureSet,
     out_dir: str | os.PathLike[str],
-    n_folds: int = 5,
-    seed: int = 0,
-    model_params: dict[str, Any] | None = None,
+    experiment: Experiment | None = None,
+    *,
     n_jobs: int | None = None,
     progress: ProgressFn | None = None,
     command: str | None = None,
-    repeats: int = 1,
-    experiment: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Cross-validate and write the report; return the report dictionary.
+    """Cross-validate the experiment's model (default: :class:`Experiment`) and write the report.
 
-    With ``repeats`` > 1 the whole CV is repeated with seeds ``seed``,
-    ``seed + 1``, ...: the report details the first run and adds every
-    repeat's Score, Se and Sp with their mean and standard deviation.
+    The experiment's ``cv`` settings give the folds and seed; with
+    ``repeats`` > 1 the whole CV is repeated with seeds ``seed``, ``seed + 1``,
+    ...: the report details the first run and adds every repeat's Score, Se
+    and Sp with their mean and standard deviation. Returns the report dictionary.
     """
     from ..evaluation.cv import cross_validate
     from ..evaluation.report import write_cv_report
+    from ..model.classifier import HMMClassifier
     from ..task.metrics import bootstrap_score_interval
     from ..utils.parallel import release_workers
 
     out_dir = Path(out_dir)
     if (out_dir / "report.json").exists():
         raise HmmclfError(f"{out_dir}: already holds a report; reports are never overwritten, choose another --out")
-    if repeats < 1:
-        raise HmmclfError(f"--repeats must be >= 1, got {repeats}")
+    experiment = experiment or Experiment()
+    n_folds, seed, repeats = experiment.cv.folds, experiment.cv.seed, experiment.cv.repeats
     started = time.perf_counter()
-    model = make_model(model_params)
+    model = HMMClassifier.from_config(experiment.model)
     runs = []
     for r in range(repeats):
         stage_progress = progress
@@ -220,7 +204,7 @@ def run_cv(
     )
     extra: dict[str, Any] = {
         "score_interval": interval,
-        "experiment": experiment or {"name": "default"},
+        "experiment": experiment.to_dict(),
         "data": {"data_dir": features.meta.get("data_dir"), "labels": features.meta.get("labels")},
     }
     if repeats > 1:
@@ -245,15 +229,17 @@ def run_cv(
 def train_model(
     features: FeatureSet,
     out_path: str | os.PathLike[str],
-    model_params: dict[str, Any] | None = None,
+    config: ModelConfig | None = None,
 ) -> tuple[Any, Path, float]:
-    """Fit on every usable clip and save the model; return (model, path, seconds)."""
+    """Fit on every usable clip with ``config`` (default: the defaults) and save the model;
+    return (model, path, seconds)."""
+    from ..model.classifier import HMMClassifier
     from ..model.model_io import save_model
 
     started = time.perf_counter()
     if len(features) == 0:
         raise HmmclfError("train: the feature cache holds no usable clips (reasons in its skipped.csv)")
-    model = make_model(model_params)
+    model = HMMClassifier.from_config(config or ModelConfig())
     try:
         model.fit(features.sequences, features.classes, groups=features.groups)
     except ValueError as exc:
@@ -486,8 +472,7 @@ def run_demo(
     report = run_cv(
         extracted.features,
         report_dir,
-        n_folds=n_folds,
-        seed=seed,
+        Experiment().with_overrides(folds=n_folds, seed=seed),
         n_jobs=n_jobs,
         progress=progress,
         command=f"hmmclf demo {directory} --seed {seed}",

@@ -33,9 +33,8 @@ def baseline_predictions(
     15-leaf trees at learning rate 0.25 on 64 histogram bins, early stopping
     on a 10 % validation split of the training part). Resampling rather than
     ``class_weight``: scikit-learn's weighted path made this baseline cost
-    more than the HMMs themselves. On the ICBHI dev set (5 folds, seed 0),
-    scikit-learn's defaults (200 rounds at rate 0.1, 255 bins) took 3.5 times
-    as long for the same Score (49.9 against 50.3 with these settings).
+    more than the HMMs themselves; and scikit-learn's defaults (200 rounds at
+    rate 0.1, 255 bins) cost several times as long for no better Score.
     """
     from sklearn.ensemble import HistGradientBoostingClassifier
 

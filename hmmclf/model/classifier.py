@@ -12,6 +12,7 @@ plus log-priors, or their per-frame increments, into the clip's class.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -22,9 +23,10 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from ..task.classes import CLASSES
 from ..task.metrics import class_indices, icbhi_metrics
 from ..task.splits import make_folds
-from .decision import DECISION_RULES, make_decision_rule
+from .config import ModelConfig
+from .decision import make_decision_rule
 from .decision.base import ArgmaxRule, ClipLikelihoods, DecisionRule
-from .label_hmm import IMPLEMENTATIONS, TOPOLOGIES, HMMSettings, fit_label_hmm, log_likelihoods
+from .label_hmm import fit_label_hmm, log_likelihoods
 
 SCALE_FLOOR = 1e-6
 MIN_GROUPS_PER_INNER_FOLD = 2
@@ -136,17 +138,13 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         "both" on ICBHI 2017) and "tuned-length" ("tuned" plus a weighted
         log-normal log-likelihood of the clip's length: event-cut clips, as
         in SPRSound, carry their class in their length); "tuned-length" must
-        win by ``select_margin``. Measured with ``hmmclf cv --folds 5
-        --repeats 3`` (patient-grouped, seeds 0-2, default features), "auto"
-        against "tuned": ICBHI 2017 52.6 +- 1.1 against 51.1 +- 0.8 (it chose
-        "peak-detectors" in every fold of seed 0), SPRSound 72.8 +- 0.2 against
-        69.9 +- 0.7 (it chose "tuned-length" in every fold of seed 0).
+        win by ``select_margin``. The README's results section measures the
+        rules against each other.
     inner_folds : int
         Inner folds of the decision rule; with groups, each needs at least
         two groups, or the decision falls back to "argmax". Two by default:
-        on the ICBHI dev set (5-fold CV, seeds 0-2) three gave the same Score
-        within seed noise (51.3 +- 1.8 against 51.1 +- 0.8) for a third more
-        HMM fitting.
+        three cost a third more HMM fitting and gained nothing beyond the
+        seed spread.
     stack_c : float
         Inverse L2 regularisation of the "stacked" logistic regression.
     peak_frames : int
@@ -156,8 +154,8 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
     select_margin : float
         ICBHI Score (0.03 = 3 points) by which "tuned-length" must beat
         "peak-detectors" on the cross-fitted inner folds for "auto" to choose
-        it. Without a margin the choice flips between outer folds on ICBHI
-        and costs 1-2 points.
+        it. Without a margin the choice flips between outer folds when the
+        inner Scores are noisy.
     implementation : {"scaling", "log"}
         Forward-backward variant for training. "scaling" runs
         :func:`~hmmclf.model.baum_welch.fit_on_moments` (hmmlearn's scaled
@@ -228,65 +226,24 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         self.n_jobs = n_jobs
 
     # ----------------------------------------------------------------- fitting
+    @property
+    def config(self) -> ModelConfig:
+        """The parameters as one validated :class:`~hmmclf.model.config.ModelConfig` (``n_jobs`` aside).
+
+        Raises ValueError naming every invalid parameter.
+        """
+        params = self.get_params(deep=False)
+        params.pop("n_jobs")
+        return ModelConfig(**params)
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, n_jobs: int = 1) -> HMMClassifier:
+        """An unfitted classifier with the settings of ``config``."""
+        return cls(**dataclasses.asdict(config), n_jobs=n_jobs)
+
     def check_params(self) -> None:
         """Raise ValueError naming every invalid parameter."""
-        problems = []
-        if not isinstance(self.n_states, (int, np.integer)) or self.n_states < 1:
-            problems.append(f"n_states must be a positive integer, got {self.n_states!r}")
-        if self.topology not in TOPOLOGIES:
-            problems.append(f"topology must be one of {TOPOLOGIES}, got {self.topology!r}")
-        if self.n_iter < 1:
-            problems.append(f"n_iter must be >= 1, got {self.n_iter}")
-        if self.tol < 0 or self.min_covar <= 0:
-            problems.append("tol must be >= 0 and min_covar > 0")
-        if self.init_frames < 10:
-            problems.append(f"init_frames must be >= 10, got {self.init_frames}")
-        if not isinstance(self.kmeans_restarts, (int, np.integer)) or self.kmeans_restarts < 1:
-            problems.append(f"kmeans_restarts must be a positive integer, got {self.kmeans_restarts!r}")
-        if self.class_prior not in ("empirical", "uniform"):
-            problems.append(f"class_prior must be 'empirical' or 'uniform', got {self.class_prior!r}")
-        if self.class_offsets is not None and len(self.class_offsets) != len(CLASSES):
-            problems.append(
-                f"class_offsets must have {len(CLASSES)} values (one per class), got {self.class_offsets!r}"
-            )
-        if self.decision not in DECISION_RULES:
-            problems.append(f"decision must be one of {tuple(DECISION_RULES)}, got {self.decision!r}")
-        if not self.stack_c > 0:
-            problems.append(f"stack_c must be positive, got {self.stack_c!r}")
-        if (
-            not isinstance(self.peak_frames, (int, np.integer))
-            or isinstance(self.peak_frames, bool)
-            or self.peak_frames < 1
-        ):
-            problems.append(f"peak_frames must be a positive integer, got {self.peak_frames!r}")
-        if not isinstance(self.select_margin, (int, float, np.number)) or not 0 <= self.select_margin < 1:
-            problems.append(f"select_margin must be a number in [0, 1), got {self.select_margin!r}")
-        if not isinstance(self.inner_folds, (int, np.integer)) or self.inner_folds < 2:
-            problems.append(f"inner_folds must be an integer >= 2, got {self.inner_folds!r}")
-        if self.implementation not in IMPLEMENTATIONS:
-            problems.append(f"implementation must be one of {IMPLEMENTATIONS}, got {self.implementation!r}")
-        if problems:
-            raise ValueError("; ".join(problems))
-
-    def _rule_options(self) -> dict[str, Any]:
-        """The settings a decision rule may take (each rule takes those it names)."""
-        return {
-            "stack_c": self.stack_c,
-            "peak_frames": int(self.peak_frames),
-            "select_margin": float(self.select_margin),
-        }
-
-    def _hmm_settings(self) -> HMMSettings:
-        return HMMSettings(
-            n_states=int(self.n_states),
-            topology=self.topology,
-            n_iter=self.n_iter,
-            tol=self.tol,
-            min_covar=self.min_covar,
-            init_frames=self.init_frames,
-            kmeans_restarts=int(self.kmeans_restarts),
-            implementation=self.implementation,
-        )
+        self.config  # noqa: B018 - validation happens when the config is made
 
     def fit(self, X: Sequence[np.ndarray], y: Sequence[str], groups: Sequence[str] | None = None) -> HMMClassifier:
         """Fit one HMM per label class, then the decision rule.
@@ -307,7 +264,7 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         """
         from ..utils.parallel import parallel_map
 
-        self.check_params()
+        config = self.config
         sequences = check_sequences(X)
         y = np.asarray(y, dtype=str)
         if len(y) != len(sequences):
@@ -336,13 +293,12 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         else:
             self.class_log_prior_[present] = -np.log(present.sum())
 
-        settings = self._hmm_settings()
         tasks = [
-            (
+            LabelHMMTask(
                 [sequences[i] for i in np.flatnonzero(y == name)],
                 self.feature_mean_,
                 self.feature_scale_,
-                settings,
+                config,
                 (self.random_state, k),
             )
             for k, name in enumerate(CLASSES)
@@ -354,16 +310,16 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
             hmm, report = next(fitted) if present[k] else (None, _ABSENT_REPORT)
             self.hmms_.append(hmm)
             self.fit_report_[name] = report
-        self.decision_rule_ = self._fit_decision_rule(sequences, y, groups)
+        self.decision_rule_ = self._fit_decision_rule(sequences, y, groups, config)
         if self.decision_rule_.tuned_on_inner_folds or "note" in self.decision_rule_.report:
             self.fit_report_["decision"] = self.decision_rule_.report
         return self
 
     def _fit_decision_rule(
-        self, sequences: list[np.ndarray], y: np.ndarray, groups: Sequence[str] | None
+        self, sequences: list[np.ndarray], y: np.ndarray, groups: Sequence[str] | None, config: ModelConfig
     ) -> DecisionRule:
         """The decision rule, fitted on inner-fold held-out scores of the training data only."""
-        rule = make_decision_rule(self.decision, **self._rule_options())
+        rule = make_decision_rule(config.decision, **config.rule_options())
         if not rule.tuned_on_inner_folds:
             return rule
         groups = None if groups is None else np.asarray(groups, dtype=str)
@@ -495,6 +451,17 @@ _ABSENT_REPORT = {
 }
 
 
-def _fit_label_hmm_task(task: tuple) -> tuple[Any, dict[str, Any]]:
+@dataclass
+class LabelHMMTask:
+    """What a worker needs to fit one label class's HMM (see :func:`~hmmclf.model.label_hmm.fit_label_hmm`)."""
+
+    sequences: list[np.ndarray]
+    feature_mean: np.ndarray
+    feature_scale: np.ndarray
+    config: ModelConfig
+    seed: tuple[int, int]
+
+
+def _fit_label_hmm_task(task: LabelHMMTask) -> tuple[Any, dict[str, Any]]:
     """Worker: :func:`~hmmclf.model.label_hmm.fit_label_hmm` on one class's clips."""
-    return fit_label_hmm(*task)
+    return fit_label_hmm(task.sequences, task.feature_mean, task.feature_scale, task.config, task.seed)

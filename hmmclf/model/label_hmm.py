@@ -15,7 +15,6 @@ diagonal Gaussian per state belongs in this module alone.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
@@ -23,9 +22,7 @@ from hmmlearn.hmm import GaussianHMM
 
 from ..utils.files import checked_array
 from .baum_welch import UnderflowError, fit_on_moments, gaussian_log_density, sequence_log_likelihoods
-
-TOPOLOGIES = ("ergodic", "left-right")
-IMPLEMENTATIONS = ("scaling", "log")
+from .config import ModelConfig
 
 
 class FastDiagGaussianHMM(GaussianHMM):
@@ -40,24 +37,6 @@ class FastDiagGaussianHMM(GaussianHMM):
 
     def _compute_log_likelihood(self, X):
         return gaussian_log_density(X, self.means_, np.maximum(self._covars_, np.finfo(float).tiny))
-
-
-@dataclass(frozen=True)
-class HMMSettings:
-    """How the HMM of one label class is initialised and fitted.
-
-    The fields are the like-named parameters of
-    :class:`~hmmclf.model.classifier.HMMClassifier`, which documents them.
-    """
-
-    n_states: int = 5
-    topology: str = "ergodic"
-    n_iter: int = 10
-    tol: float = 1e-3
-    min_covar: float = 1e-3
-    init_frames: int = 5000
-    kmeans_restarts: int = 3
-    implementation: str = "scaling"
 
 
 def rebuild_hmm(
@@ -77,7 +56,7 @@ def fit_label_hmm(
     sequences: list[np.ndarray],
     feature_mean: np.ndarray,
     feature_scale: np.ndarray,
-    settings: HMMSettings,
+    settings: ModelConfig,
     seed: tuple[int, int],
 ) -> tuple[FastDiagGaussianHMM, dict[str, Any]]:
     """Fit the HMM of one label class on its clips' frames.
@@ -88,7 +67,9 @@ def fit_label_hmm(
         The class's clips, unstandardised (float32 or float64).
     feature_mean, feature_scale : (n_features,) arrays
         Standardisation applied to every frame before fitting.
-    settings : HMMSettings
+    settings : ModelConfig
+        The fields n_states, topology, n_iter, tol, min_covar, init_frames,
+        kmeans_restarts and implementation are read.
     seed : (int, int)
         Seeds the frame subsample and k-means initialisation
         (the classifier passes ``(random_state, class index)``).
@@ -178,7 +159,7 @@ def _fit_log_space(
     frames: np.ndarray,
     lengths: np.ndarray,
     initial: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    settings: HMMSettings,
+    settings: ModelConfig,
     tol: float,
     seed: int,
 ) -> tuple[FastDiagGaussianHMM, list[float]]:

@@ -22,6 +22,7 @@ from ..task.classes import CLASSES
 from ..utils.errors import ModelFileError
 from ..utils.files import atomic_write_text, checked_array, load_npz, save_npz
 from .classifier import HMMClassifier
+from .config import ModelConfig
 from .decision import DECISION_RULES, rule_from_arrays
 from .label_hmm import hmm_from_arrays, hmm_to_arrays
 
@@ -113,10 +114,8 @@ def load_model(path: str | os.PathLike[str]) -> tuple[HMMClassifier, Any]:
         if n_features != config.n_features:
             raise ValueError(f"model has {n_features} features, its feature config gives {config.n_features}")
         params = dict(meta["params"])
-        if params.get("class_offsets") is not None:
-            params["class_offsets"] = tuple(float(v) for v in params["class_offsets"])
-        model = HMMClassifier(**params)
-        model.check_params()
+        n_jobs = params.pop("n_jobs", 1)
+        model = HMMClassifier.from_config(ModelConfig.from_dict(params), n_jobs=n_jobs)
         rule_name = meta.get("decision_rule")
         if rule_name not in DECISION_RULES:
             raise ValueError(f"unknown decision rule {rule_name!r}")
@@ -130,7 +129,7 @@ def load_model(path: str | os.PathLike[str]) -> tuple[HMMClassifier, Any]:
         model.class_log_prior_ = checked_array(arrays, "class_log_prior", (len(CLASSES),)).copy()
         model.class_log_prior_[[CLASSES.index(name) for name in absent]] = -np.inf
         rule_arrays = {k[len(DECISION_PREFIX) :]: v for k, v in arrays.items() if k.startswith(DECISION_PREFIX)}
-        rule = rule_from_arrays(rule_name, rule_arrays, **model._rule_options())
+        rule = rule_from_arrays(rule_name, rule_arrays, **model.config.rule_options())
         rule.report = dict(meta.get("fit_report", {}).get("decision") or rule.report)
         model.decision_rule_ = rule
         model.hmms_ = [None if name in absent else hmm_from_arrays(arrays, name, n_features) for name in CLASSES]
