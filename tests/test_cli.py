@@ -44,7 +44,7 @@ def test_end_to_end_in_the_take_home_layout(runner, corpus):
     report = json.loads((corpus / "reports" / "r1" / "report.json").read_text())
     for key in ("score", "sensitivity", "specificity", "per_class", "confusion_matrix", "folds", "baseline", "config"):
         assert key in report
-    assert report["grouped"] and report["folds"][0]["test_groups"]
+    assert report["groups"]["kind"] != "none" and report["folds"][0]["test_groups"]
     assert report["baseline"]["score"] == 0.5
     for name in ("report.md", "confusion.png", "predictions.csv"):
         assert (corpus / "reports" / "r1" / name).stat().st_size > 100
@@ -111,9 +111,9 @@ def test_without_patients_groups_are_inferred_and_none_warns_loudly(runner, corp
     labels.to_csv(corpus / "train.csv", index=False)
     result = invoke(runner, ["cv", "--folds", "2", "--states", "2", "--jobs", "1", "--out", "r"], corpus)
     assert result.exit_code == 0, result.output
-    assert "inferred from the recording signature" in result.output
+    assert "groups inferred from the audio (recording signatures" in result.output
     report = json.loads((corpus / "r" / "report.json").read_text())
-    assert report["group_source"] == "inferred" and report["groups"]["n_groups"] >= 2
+    assert report["groups"]["kind"] == "inferred" and report["groups"]["n_groups"] >= 2
     assert set(pd.read_csv(corpus / "r" / "predictions.csv")["group_source"]) == {"inferred"}
     assert report["leakage"]["grouped"] and "score_plain_folds" in report["leakage"]
     # The cache exists now; --groups none must still take effect.
@@ -123,7 +123,7 @@ def test_without_patients_groups_are_inferred_and_none_warns_loudly(runner, corp
     assert result.exit_code == 0, result.output
     assert "NOT grouped" in result.output and "LEAKAGE" in result.output
     assert "NOT grouped" in (corpus / "r2" / "report.md").read_text()
-    assert json.loads((corpus / "r2" / "report.json").read_text())["grouped"] is False
+    assert json.loads((corpus / "r2" / "report.json").read_text())["groups"]["kind"] == "none"
 
 
 def test_demo_is_far_above_chance(runner, tmp_path):

@@ -56,13 +56,13 @@ def test_grouped_folds_keep_groups_apart():
 def test_cross_validate_on_a_small_corpus(corpus, tmp_path):
     features = extract_corpus(corpus / "train", corpus / "train.csv", tmp_path / "f", n_jobs=1).features
     result = cross_validate(features, HMMClassifier(n_states=2, n_iter=5), n_folds=2, seed=0, n_jobs=1)
-    assert result.grouped and result.group_column == "patient_id"
+    assert result.grouped and result.grouping.column == "patient_id"
     assert len(result.predictions) == len(features)
     assert set(result.baselines) == {"always_normal", "prior_random", "gbm_clip_stats"}
     assert result.baselines["always_normal"]["score"] == 0.5
     for fold in result.folds:
-        assert fold["train_size"] + fold["test_size"] == len(features)
-        assert fold["test_groups"]
+        assert fold.train_size + fold.test_size == len(features)
+        assert fold.test_groups
     # The toy classes are easy: far above the always-normal baseline.
     assert result.metrics["score"] > 0.7
 

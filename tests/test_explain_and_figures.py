@@ -201,7 +201,7 @@ def test_report_figures_are_in_percent_with_labelled_axes(cv_report, monkeypatch
 
 def test_folds_figure_says_groups_when_they_are_not_patients(cv_report, monkeypatch):
     report = json.loads((cv_report / "report.json").read_text())
-    report["groups"] = {**report["groups"], "source": "inferred", "column": None}
+    report["groups"] = {**report["groups"], "kind": "inferred", "column": None, "unit": "groups"}
     captured = _captured_figures(monkeypatch)
     figures.plot_folds(report, "x.png")
     ticks = " ".join(t.get_text() for t in captured[0].axes[0].get_xticklabels())

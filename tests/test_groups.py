@@ -54,7 +54,7 @@ def test_labels_are_read_again_at_every_run(corpus, tmp_path):
     features_dir = tmp_path / "features"
     messages = []
     first = ensure_features(features_dir, corpus / "train", corpus / "train.csv", n_jobs=1, log=messages.append)
-    assert len(first) == 32 and first.group_source == "column"
+    assert len(first) == 32 and first.grouping.kind == "column"
     labels = pd.read_csv(corpus / "train.csv")
     labels = labels.drop(index=[0, 1]).reset_index(drop=True)
     labels.loc[labels["filename"] == "p1_both_0.wav", "label"] = "normal"
@@ -66,15 +66,16 @@ def test_labels_are_read_again_at_every_run(corpus, tmp_path):
     assert any("2 removed, 1 relabelled" in m and "no feature recomputed" in m for m in messages)
     assert not any("extracting" in m for m in messages)
     ungrouped = ensure_features(features_dir, corpus / "train", corpus / "train.csv", groups="none", n_jobs=1)
-    assert ungrouped.groups is None and ungrouped.group_source == "none"
+    assert ungrouped.groups is None and ungrouped.grouping.kind == "none"
     inferred = ensure_features(features_dir, corpus / "train", corpus / "train.csv", groups="infer", n_jobs=1)
-    assert inferred.group_source == "inferred" and inferred.n_groups >= 2
+    assert inferred.grouping.kind == "inferred" and inferred.n_groups >= 2
 
 
 def test_leakage_audit_sees_near_copies(tmp_path):
     from hmmclf.data.feature_store import FeatureSet
     from hmmclf.data.features import FeatureConfig
-    from hmmclf.evaluation.cv import leakage_audit
+    from hmmclf.data.grouping import Grouping
+    from hmmclf.evaluation.leakage import leakage_audit
     from hmmclf.task.splits import make_folds
 
     rng = np.random.default_rng(0)
@@ -94,8 +95,7 @@ def test_leakage_audit_sees_near_copies(tmp_path):
         durations=np.ones(320),
         hashes=[""] * 320,
         config=FeatureConfig(),
-        group_source="column",
-        group_note="column 'recording'",
+        grouping=Grouping("column", column="recording"),
     )
     audit = leakage_audit(features, make_folds(classes, groups, 5, 0), seed=0)
     assert audit["score_plain_folds"] > 70 and audit["gap"] > 20 and audit["warning"] is None

@@ -36,7 +36,7 @@ def test_extract_and_cv_on_a_patient_subset(tmp_path):
     finally:
         os.chdir(old)
     report = json.loads((tmp_path / "report" / "report.json").read_text())
-    assert report["grouped"] and report["group_column"] == "patient_id"
+    assert report["groups"]["column"] == "patient_id" and report["groups"]["unit"] == "patients"
     groups = [set(f["test_groups"]) for f in report["folds"]]
     assert sum(len(g) for g in groups) == 14 and len(set.union(*groups)) == 14  # each patient tested once
     assert report["n_clips"] == len(subset)

@@ -63,7 +63,7 @@ def test_label_layout(tmp_path):
     path = write(tmp_path, "File,Label,Patient_ID\na.wav,normal,1\nb.wav,wheeze+crackle,2\nc.wav,bogus,3\n")
     table = read_labels(path)
     assert table.layout == "label"
-    assert table.group_column == "patient_id"
+    assert table.grouping.column == "Patient_ID" and table.grouping.patients
     assert table.rows["class"].tolist() == ["normal", "both"]
     assert table.skipped["reason"].tolist() == ["unknown label 'bogus'"]
 
@@ -74,7 +74,7 @@ def test_icbhi_layout_with_bom_and_semicolons(tmp_path):
     )
     table = read_labels(path)
     assert table.layout == "icbhi"
-    assert table.group_column == "recording"
+    assert table.grouping.column == "recording"
     assert table.rows["class"].tolist() == ["normal", "crackle", "both"]
     assert "unknown value" in table.skipped["reason"].iloc[0]
 
@@ -83,7 +83,7 @@ def test_onehot_layout_contradictions_and_no_label(tmp_path):
     path = write(tmp_path, "fname,normal,wheeze,crackle\na.wav,1,0,0\nb.wav,0,1,0\nc.wav,1,1,0\nd.wav,0,0,0\n")
     table = read_labels(path, groups="auto")
     assert table.layout == "onehot"
-    assert table.group_column is None
+    assert table.grouping.column is None
     assert table.rows["class"].tolist() == ["normal", "wheeze"]
     reasons = table.skipped.set_index("file")["reason"]
     assert "contradictory" in reasons["c.wav"]
@@ -136,8 +136,8 @@ def test_unusable_files_are_one_line_errors(tmp_path):
 
 def test_groups_none_and_named(tmp_path):
     path = write(tmp_path, "filename,label,patient_id,recording\na.wav,normal,1,r1\n")
-    assert read_labels(path, groups="none").group_column is None
-    assert read_labels(path, groups="Recording").group_column == "recording"
+    assert read_labels(path, groups="none").grouping.column is None
+    assert read_labels(path, groups="Recording").grouping.column == "recording"
 
 
 @given(st.text(max_size=30))
@@ -173,7 +173,7 @@ def test_patient_columns_are_recognised_before_recording(tmp_path, header, expec
     path = tmp_path / "labels.csv"
     path.write_text(f"file,label,recording,{header}\na.wav,normal,r1,7\nb.wav,wheeze,r2,7\n")
     table = read_labels(path, groups="auto")
-    assert table.group_source == "column" and repr(expected) in table.group_note
+    assert table.grouping.kind == "column" and repr(expected) in table.grouping.describe()
     assert table.rows["group"].tolist() == ["7", "7"]
 
 
@@ -181,19 +181,20 @@ def test_groups_from_known_file_names_regex_and_inference(tmp_path):
     path = tmp_path / "labels.csv"
     path.write_text("file,label\n101_1b1_Al_sc_Meditron_3.wav,normal\n102_2b3_Ar_mc_AKGC417L_0.wav,both\n")
     table = read_labels(path)
-    assert table.group_source == "filename" and "ICBHI" in table.group_note
+    assert table.grouping.kind == "filename" and "ICBHI" in table.grouping.describe()
+    assert table.grouping.patients
     assert table.rows["group"].tolist() == ["101", "102"]
     path.write_text("file,label\n40138127_14.7_0_p3_139_0.flac,normal\n63613821_9.2_1_p3_1157_2.flac,wheeze\n")
     assert read_labels(path).rows["group"].tolist() == ["40138127", "63613821"]
     path.write_text("file,label\nab12.wav,normal\n9f3e.wav,wheeze\n")
     table = read_labels(path)
-    assert table.group_source == "infer" and table.rows["group"].isna().all()
+    assert table.grouping.kind == "inferred" and table.rows["group"].isna().all()
     path.write_text("file,label\nsubj-4_a.wav,normal\nsubj-9_b.wav,wheeze\nother.wav,normal\n")
     table = read_labels(path, groups=r"regex:subj-(\d+)_")
-    assert table.group_source == "regex" and table.rows["group"].tolist()[:2] == ["4", "9"]
-    assert "1 file names did not match" in table.group_note
+    assert table.grouping.kind == "regex" and table.rows["group"].tolist()[:2] == ["4", "9"]
+    assert "1 names did not match" in table.grouping.describe()
     with pytest.raises(LabelsFileError, match="capture group"):
         read_labels(path, groups="regex:subj-")
-    assert read_labels(path, groups="none").group_source == "none"
+    assert read_labels(path, groups="none").grouping.kind == "none"
     with pytest.raises(LabelsFileError, match="group column 'site' not found"):
         read_labels(path, groups="site")

@@ -162,7 +162,7 @@ def test_icbhi_clips_columns_labels_and_skips(icbhi: Path, tmp_path: Path) -> No
     assert "1 end beyond the recording" in summary and "2 annotation without audio" in summary
 
     labels = read_labels(out / "train.csv", data_dir=out / "train")
-    assert labels.group_column == "patient_id" and labels.layout == "label"
+    assert labels.grouping.column == "patient_id" and labels.layout == "label"
     assert len(labels.rows) == 5 and labels.skipped.empty
     assert sorted(set(labels.rows["group"])) == ["101", "102"]
 
@@ -205,7 +205,7 @@ def test_sprsound_mapping_splits_and_skips(sprsound: Path, tmp_path: Path) -> No
     audio = {n: sf.read(str(p), always_2d=True) for p in sprsound.rglob("*.wav") for n in [p.stem]}
     _check_clips(out, audio)
     assert result.recordings == 6  # every annotation file, with or without audio
-    assert read_labels(out / "train.csv", data_dir=out / "train").group_column == "patient_id"
+    assert read_labels(out / "train.csv", data_dir=out / "train").grouping.column == "patient_id"
 
 
 def test_rerun_reuses_finished_recordings_and_writes_the_same_table(icbhi: Path, tmp_path: Path) -> None:

@@ -224,7 +224,10 @@ def run_settings(report: dict[str, Any]) -> dict[str, Any]:
     settings: dict[str, Any] = {k: config[k] for k in ("seed",) if k in config}
     settings["repeats"] = len(report.get("repeats") or []) or 1
     settings.update({k: config[k] for k in ("folds",) if k in config})
-    if "grouped" in config:
+    info = report.get("groups") or {}
+    if "kind" in info:
+        settings["groups"] = info.get("column") or info.get("scheme") or info["kind"]
+    elif "grouped" in config:  # a report of hmmclf 0.3
         settings["groups"] = (config.get("group_column") or config.get("group_source")) if config["grouped"] else "none"
     settings.update({k: v for k, v in (config.get("model_params") or {}).items() if k != "n_jobs"})
     settings.update(config.get("feature_config") or {})

@@ -271,7 +271,7 @@ def extract_corpus(
                 "file": features.files,
                 "class": features.classes,
                 "group": features.groups if features.groups is not None else "",
-                "group_source": features.group_source,
+                "group_source": features.grouping.kind,
                 "original_rate": features.original_rates,
                 "duration": np.round(features.durations, 4),
                 "n_frames": features.lengths,

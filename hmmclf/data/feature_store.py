@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +30,8 @@ from ..task.classes import CLASSES
 from ..utils.errors import CacheError
 from ..utils.files import load_npz, save_npz
 from .features import FeatureConfig
-from .labels import INFER, PATIENT_COLUMNS, LabelTable
+from .grouping import Grouping
+from .labels import LabelTable
 
 CACHE_FILE = "features.npz"
 CACHE_FORMAT = "hmmclf-features"
@@ -62,12 +62,8 @@ class FeatureSet:
     config : FeatureConfig
     signatures : numpy.ndarray
         (n_clips, n) recording signatures (see :func:`hmmclf.data.groups.clip_signature`).
-    group_source : str
-        ``column``, ``filename``, ``regex``, ``inferred`` or ``none``
-        (see :class:`hmmclf.data.labels.LabelTable`).
-    group_note : str
-        Where the groups come from, in words.
-    group_column : str or None
+    grouping : Grouping
+        Where the groups come from (see :mod:`hmmclf.data.grouping`).
     skipped : dict of str to str
         Files extraction could not use, with the reason.
     complete : bool
@@ -83,9 +79,7 @@ class FeatureSet:
     hashes: list[str]
     config: FeatureConfig
     signatures: np.ndarray | None = None
-    group_source: str = "none"
-    group_note: str = "no groups"
-    group_column: str | None = None
+    grouping: Grouping = Grouping()
     skipped: dict[str, str] = field(default_factory=dict)
     complete: bool = True
     meta: dict = field(default_factory=dict)
@@ -110,9 +104,7 @@ class FeatureSet:
         """One line: how the folds will be grouped, and how many groups that gives."""
         if self.groups is None:
             return "folds NOT grouped (no groups): clips of one recording may sit on both sides of a split"
-        column = re.sub(r"[\s_\-]+", "", str(self.group_column).lower())
-        patients = self.group_source == "filename" or (self.group_source == "column" and column in PATIENT_COLUMNS)
-        return f"groups: {self.group_note}: {self.n_groups} {'patients' if patients else 'groups'}"
+        return f"groups: {self.n_groups} {self.grouping.unit}, from {self.grouping.describe()}"
 
     def with_labels(self, table: LabelTable) -> FeatureSet:
         """The clips of ``table`` that this set holds, with ``table``'s classes and groups.
@@ -121,20 +113,20 @@ class FeatureSet:
         are left out (the caller extracts them first). Groups the table leaves
         to inference are inferred from the signatures of the clips kept.
         """
-        from .groups import infer_groups
+        from .groups import describe_inference, infer_groups
 
         position = {f: i for i, f in enumerate(self.files)}
         listed = set(table.rows["file"])
         rows = table.rows[table.rows["file"].isin(position)]
         index = np.array([position[f] for f in rows["file"]], dtype=np.int64)
-        source, note, column = table.group_source, table.group_note, table.group_column
-        groups = rows["group"].to_numpy(dtype=str) if source not in ("none", INFER) else None
-        if source == INFER:
+        grouping = table.grouping
+        groups = rows["group"].to_numpy(dtype=str) if grouping.kind not in ("none", "inferred") else None
+        if grouping.kind == "inferred":
             if self.signatures is None or len(self.signatures) != len(self):
                 raise CacheError("the feature cache holds no recording signatures to infer groups from: extract again")
-            inferred = infer_groups(self.signatures[index])
+            inferred = infer_groups(self.signatures[index], n_groups=grouping.requested_groups)
             groups = np.array([f"g{g:04d}" for g in inferred])
-            source, note = "inferred", f"inferred from the recording signature ({note})"
+            grouping = grouping.inferred_by(describe_inference(grouping.requested_groups))
         return FeatureSet(
             files=rows["file"].tolist(),
             classes=rows["class"].to_numpy(dtype=str),
@@ -145,9 +137,7 @@ class FeatureSet:
             hashes=[self.hashes[i] for i in index],
             config=self.config,
             signatures=None if self.signatures is None else self.signatures[index],
-            group_source=source,
-            group_note=note,
-            group_column=column,
+            grouping=grouping,
             skipped={f: r for f, r in self.skipped.items() if f in listed},
             complete=self.complete,
             meta=dict(self.meta),
@@ -176,9 +166,7 @@ def save_feature_set(features: FeatureSet, path: str | os.PathLike[str]) -> None
             "hmmclf_version": __version__,
             "config": features.config.to_dict(),
             "config_fingerprint": features.config.fingerprint(),
-            "group_column": features.group_column,
-            "group_source": features.group_source,
-            "group_note": features.group_note,
+            "grouping": features.grouping.to_dict(),
             "complete": bool(features.complete),
         }
     )
@@ -278,21 +266,36 @@ def load_feature_set(path: str | os.PathLike[str]) -> FeatureSet:
 
     bounds = np.concatenate([[0], np.cumsum(lengths)])
     sequences = [frames[bounds[i] : bounds[i + 1]] for i in range(n)]
-    group_source = str(meta.get("group_source", "none"))
+    grouping = _stored_grouping(meta)
     return FeatureSet(
         files=arrays["files"].tolist(),
         classes=arrays["classes"],
-        groups=arrays["groups"] if group_source != "none" else None,
+        groups=arrays["groups"] if grouping.grouped else None,
         sequences=sequences,
         original_rates=arrays["original_rates"],
         durations=arrays["durations"],
         hashes=arrays["hashes"].tolist(),
         config=config,
         signatures=signatures if signatures.shape[1] else None,
-        group_source=group_source,
-        group_note=str(meta.get("group_note", "")),
-        group_column=meta.get("group_column"),
+        grouping=grouping,
         skipped=dict(zip(skipped_files.tolist(), skipped_reasons.tolist())),
         complete=bool(meta.get("complete", False)),
         meta={k: meta[k] for k in ("labels", "labels_sha1", "data_dir", "layout") if k in meta},
+    )
+
+
+def _stored_grouping(meta: dict) -> Grouping:
+    """The grouping a cache recorded (hmmclf 0.3 caches stored three loose strings instead)."""
+    if isinstance(meta.get("grouping"), dict):
+        try:
+            return Grouping.from_dict(meta["grouping"])
+        except (TypeError, ValueError):
+            return Grouping()
+    source = str(meta.get("group_source", "none"))
+    if source == "column":
+        return Grouping("column", column=meta.get("group_column"))
+    return (
+        Grouping("inferred")
+        if source == "inferred"
+        else Grouping(source if source in ("filename", "regex") else "none")
     )

@@ -121,7 +121,9 @@ def n_inferred_groups(n_clips: int, clips_per_group: int = CLIPS_PER_GROUP) -> i
     return int(max(2, min(n_clips, round(n_clips / clips_per_group))))
 
 
-def infer_groups(signatures: np.ndarray, clips_per_group: int = CLIPS_PER_GROUP) -> np.ndarray:
+def infer_groups(
+    signatures: np.ndarray, clips_per_group: int = CLIPS_PER_GROUP, n_groups: int | None = None
+) -> np.ndarray:
     """Cluster clips into stand-in recordings by their :func:`clip_signature`.
 
     Ward agglomerative clustering of :func:`signature_matrix` into
@@ -132,6 +134,8 @@ def infer_groups(signatures: np.ndarray, clips_per_group: int = CLIPS_PER_GROUP)
     signatures : (n_clips, n) array
     clips_per_group : int
         Target mean group size.
+    n_groups : int, optional
+        Exactly this many groups (at most one per clip) instead.
 
     Returns
     -------
@@ -144,7 +148,7 @@ def infer_groups(signatures: np.ndarray, clips_per_group: int = CLIPS_PER_GROUP)
     n = len(signatures)
     if n < 2:
         return np.zeros(n, dtype=np.int64)
-    k = n_inferred_groups(n, clips_per_group)
+    k = min(n, n_groups) if n_groups else n_inferred_groups(n, clips_per_group)
     labels = AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(signature_matrix(signatures))
     # Renumber by first appearance, so the ids do not depend on scikit-learn's internal order.
     _, first = np.unique(labels, return_index=True)
@@ -152,3 +156,9 @@ def infer_groups(signatures: np.ndarray, clips_per_group: int = CLIPS_PER_GROUP)
     renumber = np.empty(len(order), dtype=np.int64)
     renumber[order] = np.arange(len(order))
     return renumber[labels]
+
+
+def describe_inference(n_groups: int | None = None) -> str:
+    """How :func:`infer_groups` made its groups, in words (completes "grouped by ...")."""
+    size = f"{n_groups} groups as asked" if n_groups else f"one group per {CLIPS_PER_GROUP} clips"
+    return f"groups inferred from the audio (recording signatures clustered, {size})"

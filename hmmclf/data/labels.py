@@ -34,23 +34,12 @@ import pandas as pd
 
 from ..task.classes import labels_to_class, parse_label_text
 from ..utils.errors import LabelsFileError
+from .grouping import FILENAME_PATTERNS, PATIENT_COLUMNS, RECORDING_COLUMNS, Grouping, GroupSpec, normalised_column_name
 
 FILE_COLUMNS = ("filename", "file", "file_name", "fname", "path")
 LABEL_COLUMNS = ("label", "labels", "class")
 CRACKLE_COLUMNS = ("crackles", "crackle")
 WHEEZE_COLUMNS = ("wheezes", "wheeze")
-# Group columns, compared with case, spaces, "_" and "-" removed: a patient
-# column first (patients with several recordings stay on one side), then a
-# recording column.
-PATIENT_COLUMNS = ("patientid", "patient", "pid", "subject", "subjectid", "patientnumber", "patientno")
-RECORDING_COLUMNS = ("recording", "recordingid", "record", "recordid", "session")
-# File names that carry the patient: ICBHI 2017 cycles (101_1b1_Al_sc_Meditron_3.wav,
-# patient 101) and SPRSound events (40138127_14.7_0_p3_139_0.flac, patient 40138127).
-FILENAME_PATTERNS = {
-    "ICBHI 2017": r"^(\d{3})_\d+[a-z]\d+_[A-Za-z]{2}_(?:sc|mc)_[A-Za-z0-9]+",
-    "SPRSound": r"^(\d{6,9})_\d+(?:\.\d+)?_[01]_p\d+_\d+",
-}
-INFER = "infer"
 
 LAYOUTS_HELP = (
     "accepted layouts: a file column (filename/file/file_name/fname/path) with either "
@@ -104,22 +93,15 @@ class LabelTable:
         Columns ``file`` and ``reason``, one row per unusable line.
     layout : str
         ``label``, ``icbhi`` or ``onehot``.
-    group_column : str or None
-        The column used for grouped cross-validation, if one is.
-    group_source : str
-        Where the groups come from: ``column``, ``filename`` (a known naming
-        scheme), ``regex`` (the user's pattern), ``infer`` (to be inferred
-        from the audio; ``rows["group"]`` is None until then) or ``none``.
-    group_note : str
-        The same in words, for the terminal and the report.
+    grouping : Grouping
+        Where the groups come from. For inferred groups ``rows["group"]`` is
+        None until the audio is read (:meth:`FeatureSet.with_labels`).
     """
 
     rows: pd.DataFrame
     skipped: pd.DataFrame
     layout: str
-    group_column: str | None
-    group_source: str = "none"
-    group_note: str = "no groups"
+    grouping: Grouping = Grouping()
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -161,7 +143,7 @@ def _first_present(columns: list[str], names: tuple[str, ...]) -> str | None:
 def read_labels(
     csv_path: str | os.PathLike[str],
     data_dir: str | os.PathLike[str] | None = None,
-    groups: str | None = "auto",
+    groups: GroupSpec | str | None = "auto",
 ) -> LabelTable:
     """Read a labels file in any accepted layout.
 
@@ -172,13 +154,15 @@ def read_labels(
     data_dir : path, optional
         Directory the file names are relative to. When given, rows whose file
         is missing are skipped with the reason ``missing file``.
-    groups : str or None
-        ``"auto"``: a patient column (``patient_id``, ``patient``, ``pid``,
+    groups : GroupSpec, str or None
+        A :class:`~hmmclf.data.grouping.GroupSpec` or its text. ``"auto"``:
+        a patient column (``patient_id``, ``patient``, ``pid``,
         ``subject``, ``subject_id``, ``PatientID``, ``Patient ID``,
         ``patient_number``; case, spaces, ``_`` and ``-`` ignored), else a
         recording column, else file names of a known scheme (ICBHI 2017,
         SPRSound), else ``"infer"``. ``"infer"``: groups are inferred from the
-        audio at extraction (see :mod:`hmmclf.data.groups`). ``"regex:PATTERN"``:
+        audio at extraction (see :mod:`hmmclf.data.groups`; ``"infer:N"`` for
+        N groups). ``"regex:PATTERN"``:
         the first capture group of PATTERN searched in each file name.
         ``None`` or ``"none"``: no groups. Any other value names the column.
 
@@ -213,7 +197,15 @@ def read_labels(
             f"{path}: no {missing} column found (columns: {', '.join(columns) or 'none'}); {LAYOUTS_HELP}"
         )
 
-    group_col, group_source = _group_choice(path, columns, groups)
+    try:
+        spec = GroupSpec.parse(groups)
+    except ValueError as exc:
+        raise LabelsFileError(str(exc)) from None
+    group_col = _group_column(path, columns, spec)
+    if group_col is not None:
+        grouping = Grouping("column", column=original_names.get(group_col, group_col))
+    else:
+        grouping = Grouping("inferred", requested_groups=spec.n_groups) if spec.kind == "infer" else Grouping()
     base = Path(data_dir) if data_dir is not None else None
     kept: list[dict[str, object]] = []
     skipped: list[dict[str, str]] = []
@@ -264,11 +256,8 @@ def read_labels(
                     drop.append(idx)
                     skipped.append({"file": file, "reason": "duplicate row (first kept)"})
             rows = rows.drop(index=drop).reset_index(drop=True)
-    group_note = f"column {original_names.get(group_col, group_col)!r}" if group_col else "no groups"
-    if group_source in ("auto", "regex"):
-        group_source, group_note = _groups_from_file_names(rows, groups if group_source == "regex" else None)
-    elif group_source == INFER:
-        group_note = "--groups infer"
+    if group_col is None and spec.kind in ("auto", "regex"):
+        grouping = _groups_from_file_names(rows, spec.pattern)
     if group_col is not None and len(rows) and rows["group"].isna().any():
         # A clip without a group cannot be placed safely; give it its own group.
         missing = rows["group"].isna()
@@ -277,63 +266,42 @@ def read_labels(
         rows=rows,
         skipped=pd.DataFrame(skipped, columns=["file", "reason"]),
         layout=layout,
-        group_column=group_col,
-        group_source=group_source,
-        group_note=group_note,
+        grouping=grouping,
     )
 
 
-def _normalised(name: str) -> str:
-    return re.sub(r"[\s_\-]+", "", str(name).lower())
-
-
-def _group_choice(path: Path, columns: list[str], groups: str | None) -> tuple[str | None, str]:
-    """(group column or None, source): source is column, none, infer, regex, or auto (try file names)."""
-    choice = "none" if groups is None else str(groups).strip()
-    if choice.lower() == "none":
-        return None, "none"
-    if choice.lower() == INFER:
-        return None, INFER
-    if choice.lower().startswith("regex:"):
-        try:
-            if re.compile(choice[len("regex:") :]).groups < 1:
-                raise re.error("the pattern needs a capture group: the first one names the group")
-        except re.error as exc:
-            raise LabelsFileError(f"--groups {choice!r}: invalid pattern ({exc})") from None
-        return None, "regex"
-    by_normalised = {_normalised(c): c for c in reversed(columns)}
-    if choice.lower() != "auto":
-        column = by_normalised.get(_normalised(choice))
+def _group_column(path: Path, columns: list[str], spec: GroupSpec) -> str | None:
+    """The column holding the groups: the one named, else (``auto``) a patient, else a recording column."""
+    by_normalised = {normalised_column_name(c): c for c in reversed(columns)}
+    if spec.kind == "column":
+        column = by_normalised.get(normalised_column_name(spec.column or ""))
         if column is None:
-            raise LabelsFileError(f"{path}: group column {groups!r} not found (columns: {', '.join(columns)})")
-        return column, "column"
-    for candidates in (PATIENT_COLUMNS, RECORDING_COLUMNS):
-        column = next((by_normalised[c] for c in candidates if c in by_normalised), None)
-        if column is not None:
-            return column, "column"
-    return None, "auto"
+            raise LabelsFileError(f"{path}: group column {spec.column!r} not found (columns: {', '.join(columns)})")
+        return column
+    if spec.kind == "auto":
+        for candidates in (PATIENT_COLUMNS, RECORDING_COLUMNS):
+            column = next((by_normalised[c] for c in candidates if c in by_normalised), None)
+            if column is not None:
+                return column
+    return None
 
 
-def _groups_from_file_names(rows: pd.DataFrame, choice: str | None) -> tuple[str, str]:
+def _groups_from_file_names(rows: pd.DataFrame, pattern_text: str | None) -> Grouping:
     """Fill ``rows["group"]`` from the file names: the user's ``regex:`` pattern, or a known scheme.
 
-    Returns (source, note). Without a pattern, a known scheme is used only when
-    every file name follows it; otherwise the groups are left to inference.
+    Without a pattern, a known scheme is used only when every file name
+    follows it; otherwise the groups are left to inference.
     """
     names = rows["file"].map(lambda f: PurePosixPath(f).name)
-    if choice is not None:
-        pattern = re.compile(choice[len("regex:") :])
+    if pattern_text is not None:
+        pattern = re.compile(pattern_text)
         found = names.map(lambda n: m.group(1) if (m := pattern.search(n)) and m.group(1) else None)
-        unmatched = int(found.isna().sum())
         rows["group"] = found.where(found.notna(), "__nomatch__" + rows["file"])
-        note = f"file names by the pattern {pattern.pattern!r}"
-        if unmatched:
-            note += f" ({unmatched} file names did not match: each is its own group)"
-        return "regex", note
+        return Grouping("regex", scheme=pattern_text, unmatched=int(found.isna().sum()))
     for scheme, regex in FILENAME_PATTERNS.items():
         pattern = re.compile(regex)
         found = names.map(lambda n, p=pattern: m.group(1) if (m := p.match(n)) else None)
         if len(rows) and found.notna().all():
             rows["group"] = found
-            return "filename", f"{scheme} file names (patient = first field)"
-    return INFER, "no patient or recording column, no known file naming"
+            return Grouping("filename", scheme=scheme)
+    return Grouping("inferred", reason="no patient or recording column, no known file naming")

@@ -12,11 +12,19 @@ from ..task.metrics import icbhi_metrics
 from ..utils.files import atomic_path
 
 
+def is_grouped(report: dict[str, Any]) -> bool:
+    """Whether a report's folds were grouped (also for reports of hmmclf 0.3)."""
+    info = report.get("groups") or {}
+    return info.get("kind", info.get("source", "none")) != "none" if info else bool(report.get("grouped"))
+
+
 def grouping_unit(report: dict[str, Any]) -> str:
     """What the folds keep apart, as a plural noun: "patients" when the groups are patients, else "groups"."""
     info = report.get("groups") or {}
+    if "unit" in info:
+        return info["unit"]
     if info.get("source") in ("column", "filename") and "recording" not in str(info.get("column")):
-        return "patients"
+        return "patients"  # a report of hmmclf 0.3
     return "groups"
 
 
@@ -157,7 +165,7 @@ def plot_folds(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
     ax.set_ylabel("percent")
     ax.set_xlabel("cross-validation fold (each tests clips its model never saw)")
     ax.legend(fontsize=7, ncol=3, loc="upper center")
-    spread = f"spread across {unit}" if report.get("grouped") else "folds NOT grouped: optimistic"
+    spread = f"spread across {unit}" if is_grouped(report) else "folds NOT grouped: optimistic"
     ax.set_title(f"per-fold Score / Se / Sp ({spread})", fontsize=10)
     fig.tight_layout()
     _save(fig, path)

@@ -14,7 +14,7 @@ from .. import __version__
 from ..task.classes import CLASSES
 from ..utils.files import atomic_open, atomic_write_text
 from .cv import CVResult
-from .figures import grouping_unit, plot_confusion, plot_folds, plot_tradeoff, tradeoff_curve
+from .figures import grouping_unit, is_grouped, plot_confusion, plot_folds, plot_tradeoff, tradeoff_curve
 
 FIGURES = {
     "confusion": "Confusion matrix: counts and percent of each true class",
@@ -72,13 +72,15 @@ def report_dict(result: CVResult, command: str | None = None, extra: dict | None
         "confusion_matrix": m["confusion_matrix"],
         "confusion_matrix_order": list(CLASSES),
         "fold_mean_std": fold_stats,
-        "folds": result.folds,
+        "folds": [fold.to_dict() for fold in result.folds],
         "baseline": result.baselines.get("always_normal"),
         "baselines": result.baselines,
-        "grouped": result.grouped,
-        "group_column": result.group_column,
-        "group_source": result.groups.get("source"),
-        "groups": result.groups,
+        "groups": {
+            **result.grouping.to_dict(),
+            "n_groups": result.n_groups,
+            "unit": result.grouping.unit,
+            "description": result.grouping.describe(),
+        },
         "leakage": result.leakage,
         "warnings": result.warnings,
         "seconds": round(result.seconds, 3),
@@ -129,10 +131,10 @@ def format_summary(report: dict[str, Any]) -> str:
 def describe_grouping(report: dict[str, Any]) -> str:
     """One sentence: which groups kept clips apart in the folds, where they came from, how many."""
     info = report.get("groups") or {}
-    if not report.get("grouped"):
+    if not is_grouped(report):
         return "folds: NOT grouped (no patient, recording or inferred groups): scores are optimistic"
     unit = grouping_unit(report)
-    return f"folds: grouped by {info.get('note', report.get('group_column'))}: {info.get('n_groups', '?')} {unit}"
+    return f"folds: {info.get('n_groups', '?')} {unit}, from {info.get('description', info.get('note'))}"
 
 
 def describe_interval(report: dict[str, Any]) -> str:
@@ -234,7 +236,7 @@ def format_markdown(report: dict[str, Any]) -> str:
     out = ["# hmmclf cross-validation report", "", "| | |", "|---|---|"]
     for name, value in header_rows(report):
         out.append(f"| {name} | " + (f"`{value}`" if name == "command" else value.replace("|", "\\|")) + " |")
-    grouping = describe_grouping(report) if report["grouped"] else f"**{describe_grouping(report)}**"
+    grouping = describe_grouping(report) if is_grouped(report) else f"**{describe_grouping(report)}**"
     out += [
         "",
         f"{cfg['folds']}-fold stratified CV, seed {cfg['seed']}, {report['n_clips']} clips, {grouping}.",
@@ -389,7 +391,7 @@ def leaderboard(paths: list[str | os.PathLike[str]], name_rows: Any = None) -> t
                 "repeats": f"{_pct(repeat['mean'])} ± {_pct(repeat['std'])} ({len(report['repeats'])})"
                 if repeat
                 else "",
-                "grouped": "yes" if report.get("grouped") else "NO",
+                "grouped": "yes" if is_grouped(report) else "NO",
                 "seconds": report.get("seconds"),
                 "directory": directory,
             }
@@ -468,7 +470,7 @@ def format_html(report: dict[str, Any], images: dict[str, Path]) -> str:
         for f in report["folds"]
     ]
     grouping = html.escape(describe_grouping(report))
-    if not report["grouped"]:
+    if not is_grouped(report):
         grouping = f"<strong class='warn'>{grouping}</strong>"
     leakage_html = (
         "<h2>Leakage audit</h2>"
