@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from conftest import build_corpus, make_signal
 
 from hmmclf.app.cli import main
+from hmmclf.app.output import format_fit_report
 from hmmclf.app.pipeline import audio_suffixes, list_clips
-from hmmclf.evaluation.report import format_fit_report
 from hmmclf.task.classes import CLASSES
 
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from hmmclf.app.cli import main
 from hmmclf.app.experiment import load_experiment, run_names, shipped_experiment_names
-from hmmclf.evaluation.report import leaderboard
+from hmmclf.evaluation.leaderboard import leaderboard
 from hmmclf.task.classes import CLASSES
 from hmmclf.utils.errors import HmmclfError
 

@@ -13,7 +13,9 @@ from hmmclf.data.audio import load_clip
 from hmmclf.data.extraction import extract_corpus
 from hmmclf.data.features import compute_features
 from hmmclf.evaluation import figures
-from hmmclf.evaluation.report import format_html, format_markdown, format_summary
+from hmmclf.evaluation.report_html import format_html
+from hmmclf.evaluation.report_markdown import format_markdown
+from hmmclf.evaluation.report_text import format_summary
 from hmmclf.model.config import ModelConfig
 from hmmclf.model.decision.offsets import TunedOffsetsRule
 from hmmclf.model.model_io import load_model

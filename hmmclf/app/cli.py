@@ -336,7 +336,7 @@ def cv(
 
     with compute_backend(scheduler, n_jobs=jobs, preload=WORKER_MODULES["cv"]) as backend:
         # Imported while the worker processes start.
-        from ..evaluation.report import format_summary
+        from ..evaluation.report_text import format_summary
         from .pipeline import new_report_dir, run_cv
 
         experiment = _experiment(
@@ -374,7 +374,7 @@ def compare(reports, out_path, force) -> None:
     never overwritten silently: compare stops with an error unless --force is
     given.
     """
-    from ..evaluation.report import leaderboard
+    from ..evaluation.leaderboard import leaderboard
     from ..utils.files import atomic_write_text
     from .experiment import run_names
 
@@ -422,7 +422,7 @@ def train(features_dir, out_path, data_dir, labels_csv, groups, states, topology
     features = _features_of(experiment, features_dir, data_dir, labels_csv, groups, jobs)
     _log(f"train: {len(features)} clips, experiment {experiment.name!r}")
     model, path, seconds = train_model(features, out_path, experiment.model)
-    from ..evaluation.report import format_fit_report
+    from .output import format_fit_report
 
     _log(format_fit_report(model.fit_report_))
     click.echo(f"train: model saved to {path} ({seconds:.1f} s)")
@@ -446,7 +446,7 @@ def predict(paths, model_path, fmt, jobs) -> None:
     be decoded or used gets an error entry in the output; the others are still
     predicted, and the exit code is 1 at the end.
     """
-    from ..evaluation.report import format_predictions
+    from .output import format_predictions
     from .pipeline import predict_clips
 
     results = predict_clips(paths, model_path, n_jobs=jobs, log=_log)
@@ -505,7 +505,8 @@ def demo(directory: str, seed: int, jobs: int | None) -> None:
     the predictions of five clips (one per label state and an unreadable one)
     are written into DIRECTORY too.
     """
-    from ..evaluation.report import format_predictions, format_summary
+    from ..evaluation.report_text import format_summary
+    from .output import format_predictions
     from .pipeline import run_demo
 
     result = run_demo(directory, seed=seed, n_jobs=jobs, progress=Progress(), log=_log)

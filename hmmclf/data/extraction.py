@@ -30,7 +30,7 @@ from .audio import DEFAULT_MAX_SECONDS, load_clip
 from .feature_store import CACHE_FILE, FeatureSet, load_feature_set, save_feature_set
 from .features import FeatureConfig, compute_features
 from .groups import clip_signature
-from .labels import read_labels
+from .labels import LabelTable, read_labels
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -182,110 +182,155 @@ def extract_corpus(
     notes: list[str] = []
     with directory_lock(out_dir, "extract"):
         table = read_labels(labels_csv, data_dir, groups=groups)
-        previous: dict[tuple[str, str], ClipResult] = {}
-        if cache_path.exists():
-            try:
-                old = load_feature_set(cache_path)
-            except CacheError as exc:
-                notes.append(f"previous cache ignored: {exc}")
-            else:
-                if old.config == config:
-                    for i, file in enumerate(old.files):
-                        previous[(file, old.hashes[i])] = ClipResult(
-                            old.sequences[i], int(old.original_rates[i]), float(old.durations[i]), old.signatures[i]
-                        )
-                else:
-                    notes.append("feature config changed: every clip is recomputed")
-
-        files = table.rows["file"].tolist()
-        # With a previous cache, hashes decide which clips to reuse, so they come
-        # first; without one, the workers hash each clip as they read it.
-        hashes: list[str] = [_sha1_or_empty(data_dir / f) for f in files] if previous else [""] * len(files)
-        results: list[ClipResult | None] = [None] * len(files)
-        todo: list[int] = []
-        for i, key in enumerate(zip(files, hashes)):
-            if key in previous:
-                results[i] = previous[key]
-            else:
-                todo.append(i)
-        reused = len(files) - len(todo)
-
-        labels_sha1 = _sha1_or_empty(Path(labels_csv))
-
-        def snapshot(complete: bool) -> FeatureSet:
-            ok = [i for i, r in enumerate(results) if r is not None and r.usable]
-            rows = table.rows.iloc[ok]
-            features = FeatureSet(
-                files=rows["file"].tolist(),
-                classes=rows["class"].to_numpy(dtype=str),
-                groups=None,
-                sequences=[results[i].features for i in ok],
-                original_rates=np.array([results[i].original_rate for i in ok], dtype=np.int64),
-                durations=np.array([results[i].duration for i in ok], dtype=np.float64),
-                hashes=[hashes[i] for i in ok],
-                config=config,
-                signatures=np.array([results[i].signature for i in ok], dtype=np.float32).reshape(len(ok), -1),
-                skipped={files[i]: r.skip_reason for i, r in enumerate(results) if r is not None and not r.usable},
-                complete=complete,
-                meta={"labels": str(Path(labels_csv).resolve()), "labels_sha1": labels_sha1, "data_dir": str(data_dir)},
-            )
-            # Groups (inferred ones included) only for the finished set: a checkpoint is never used for CV.
-            return features.with_labels(table) if complete else features
-
-        chunks = [todo[k : k + chunk_size] for k in range(0, len(todo), chunk_size)]
-        tasks = [
-            ChunkTask([str(data_dir / files[i]) for i in chunk], config, max_seconds, not previous) for chunk in chunks
-        ]
-        done = reused
-        last_checkpoint = time.monotonic()
-        if progress:
-            progress("extract", done, len(files))
-
-        def on_chunk(index: int, chunk_results: list[ClipResult]) -> None:
-            nonlocal done, last_checkpoint
-            for i, result in zip(chunks[index], chunk_results):
-                results[i] = result
-                if result.sha1 is not None:
-                    hashes[i] = result.sha1
-            done += len(chunk_results)
-            if progress:
-                progress("extract", done, len(files))
-            # A checkpoint lets a killed run resume instead of starting over.
-            if time.monotonic() - last_checkpoint > checkpoint_seconds and done < len(files):
-                save_feature_set(snapshot(complete=False), cache_path)
-                last_checkpoint = time.monotonic()
-
-        parallel_map(features_of_chunk, tasks, n_jobs=min(resolve_jobs(n_jobs), max(1, len(tasks))), on_result=on_chunk)
-        computed = len(todo)
-
-        features = snapshot(complete=True)
+        run = _ExtractionRun(table, data_dir, Path(labels_csv), config, _reusable_clips(cache_path, config, notes))
+        tasks = run.chunk_tasks(chunk_size, max_seconds)
+        checkpoints = _Checkpoints(run, cache_path, checkpoint_seconds, progress)
+        n_workers = min(resolve_jobs(n_jobs), max(1, len(tasks)))
+        parallel_map(features_of_chunk, tasks, n_jobs=n_workers, on_result=checkpoints.on_chunk)
+        features = run.snapshot(complete=True)
         save_feature_set(features, cache_path)
-        audio_skips = [
-            {"file": files[i], "reason": r.skip_reason} for i, r in enumerate(results) if r is not None and not r.usable
-        ]
-        skipped = pd.concat([table.skipped, pd.DataFrame(audio_skips, columns=["file", "reason"])], ignore_index=True)
-        with atomic_open(out_dir / "skipped.csv", "w", newline="", encoding="utf-8") as fh:
-            skipped.to_csv(fh, index=False)
-        index = pd.DataFrame(
-            {
-                "file": features.files,
-                "class": features.classes,
-                "group": features.groups if features.groups is not None else "",
-                "group_source": features.grouping.kind,
-                "original_rate": features.original_rates,
-                "duration": np.round(features.durations, 4),
-                "n_frames": features.lengths,
-                "sha1": features.hashes,
-            }
-        )
-        with atomic_open(out_dir / "index.csv", "w", newline="", encoding="utf-8") as fh:
-            index.to_csv(fh, index=False)
+        skipped = _write_listings(out_dir, table, run, features)
     return ExtractResult(
         features=features,
         skipped=skipped,
-        reused=reused,
-        computed=computed,
+        reused=run.reused,
+        computed=len(run.todo),
         seconds=time.perf_counter() - started,
         cache_path=cache_path,
         notes=notes,
     )
+
+
+def _reusable_clips(cache_path: Path, config: FeatureConfig, notes: list[str]) -> dict[tuple[str, str], ClipResult]:
+    """The clips of a previous cache made with ``config``, by (file, SHA-1); what was ignored goes to ``notes``."""
+    if not cache_path.exists():
+        return {}
+    try:
+        old = load_feature_set(cache_path)
+    except CacheError as exc:
+        notes.append(f"previous cache ignored: {exc}")
+        return {}
+    if old.config != config:
+        notes.append("feature config changed: every clip is recomputed")
+        return {}
+    return {
+        (file, old.hashes[i]): ClipResult(
+            old.sequences[i], int(old.original_rates[i]), float(old.durations[i]), old.signatures[i]
+        )
+        for i, file in enumerate(old.files)
+    }
+
+
+class _ExtractionRun:
+    """The clips of one extraction: those reused from a previous cache, those still to compute, the results."""
+
+    def __init__(
+        self,
+        table: LabelTable,
+        data_dir: Path,
+        labels_csv: Path,
+        config: FeatureConfig,
+        previous: dict[tuple[str, str], ClipResult],
+    ) -> None:
+        self.table, self.data_dir, self.config = table, data_dir, config
+        self.files: list[str] = table.rows["file"].tolist()
+        self.fresh = not previous
+        # With a previous cache, hashes decide which clips to reuse, so they come
+        # first; without one, the workers hash each clip as they read it.
+        self.hashes = [_sha1_or_empty(data_dir / f) for f in self.files] if previous else [""] * len(self.files)
+        self.results: list[ClipResult | None] = [previous.get(key) for key in zip(self.files, self.hashes)]
+        self.todo = [i for i, result in enumerate(self.results) if result is None]
+        self.reused = len(self.files) - len(self.todo)
+        self.chunks: list[list[int]] = []
+        self.meta = {
+            "labels": str(labels_csv.resolve()),
+            "labels_sha1": _sha1_or_empty(labels_csv),
+            "data_dir": str(data_dir),
+        }
+
+    def chunk_tasks(self, chunk_size: int, max_seconds: float) -> list[ChunkTask]:
+        """The clips still to compute, as parallel tasks of ``chunk_size`` clips."""
+        self.chunks = [self.todo[k : k + chunk_size] for k in range(0, len(self.todo), chunk_size)]
+        return [
+            ChunkTask([str(self.data_dir / self.files[i]) for i in chunk], self.config, max_seconds, self.fresh)
+            for chunk in self.chunks
+        ]
+
+    def record(self, index: int, chunk_results: list[ClipResult]) -> int:
+        """Keep the results of task ``index``; return how many clips are done."""
+        for i, result in zip(self.chunks[index], chunk_results):
+            self.results[i] = result
+            if result.sha1 is not None:
+                self.hashes[i] = result.sha1
+        return sum(result is not None for result in self.results)
+
+    def audio_skips(self) -> list[dict[str, str]]:
+        return [
+            {"file": self.files[i], "reason": r.skip_reason}
+            for i, r in enumerate(self.results)
+            if r is not None and not r.usable
+        ]
+
+    def snapshot(self, complete: bool) -> FeatureSet:
+        """The usable clips so far; with ``complete``, labelled and grouped as the labels file says."""
+        results = self.results
+        ok = [i for i, r in enumerate(results) if r is not None and r.usable]
+        rows = self.table.rows.iloc[ok]
+        features = FeatureSet(
+            files=rows["file"].tolist(),
+            classes=rows["class"].to_numpy(dtype=str),
+            groups=None,
+            sequences=[results[i].features for i in ok],
+            original_rates=np.array([results[i].original_rate for i in ok], dtype=np.int64),
+            durations=np.array([results[i].duration for i in ok], dtype=np.float64),
+            hashes=[self.hashes[i] for i in ok],
+            config=self.config,
+            signatures=np.array([results[i].signature for i in ok], dtype=np.float32).reshape(len(ok), -1),
+            skipped={skip["file"]: skip["reason"] for skip in self.audio_skips()},
+            complete=complete,
+            meta=dict(self.meta),
+        )
+        # Groups (inferred ones included) only for the finished set: a checkpoint is never used for CV.
+        return features.with_labels(self.table) if complete else features
+
+
+class _Checkpoints:
+    """Progress after every finished task, and a checkpoint of the cache at most every ``seconds``."""
+
+    def __init__(self, run: _ExtractionRun, cache_path: Path, seconds: float, progress: ProgressFn | None) -> None:
+        self.run, self.cache_path, self.seconds, self.progress = run, cache_path, seconds, progress
+        self.last = time.monotonic()
+        if progress:
+            progress("extract", run.reused, len(run.files))
+
+    def on_chunk(self, index: int, chunk_results: list[ClipResult]) -> None:
+        done = self.run.record(index, chunk_results)
+        if self.progress:
+            self.progress("extract", done, len(self.run.files))
+        # A checkpoint lets a killed run resume instead of starting over.
+        if time.monotonic() - self.last > self.seconds and done < len(self.run.files):
+            save_feature_set(self.run.snapshot(complete=False), self.cache_path)
+            self.last = time.monotonic()
+
+
+def _write_listings(out_dir: Path, table: LabelTable, run: _ExtractionRun, features: FeatureSet) -> pd.DataFrame:
+    """skipped.csv (every row or clip left out, with its reason) and index.csv (every clip kept)."""
+    skips = pd.DataFrame(run.audio_skips(), columns=["file", "reason"])
+    skipped = pd.concat([table.skipped, skips], ignore_index=True)
+    with atomic_open(out_dir / "skipped.csv", "w", newline="", encoding="utf-8") as fh:
+        skipped.to_csv(fh, index=False)
+    index = pd.DataFrame(
+        {
+            "file": features.files,
+            "class": features.classes,
+            "group": features.groups if features.groups is not None else "",
+            "group_source": features.grouping.kind,
+            "original_rate": features.original_rates,
+            "duration": np.round(features.durations, 4),
+            "n_frames": features.lengths,
+            "sha1": features.hashes,
+        }
+    )
+    with atomic_open(out_dir / "index.csv", "w", newline="", encoding="utf-8") as fh:
+        index.to_csv(fh, index=False)
+    return skipped

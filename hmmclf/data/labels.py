@@ -178,30 +178,12 @@ def read_labels(
     path = Path(csv_path)
     table = _read_table(path)
     original_names = table.attrs.get("original_names", {})
-    columns = list(table.columns)
-    file_col = _first_present(columns, FILE_COLUMNS)
-    label_col = _first_present(columns, LABEL_COLUMNS)
-    crackle_col = _first_present(columns, CRACKLE_COLUMNS)
-    wheeze_col = _first_present(columns, WHEEZE_COLUMNS)
-    if label_col:
-        layout = "label"
-    elif "normal" in columns and crackle_col and wheeze_col:
-        layout = "onehot"
-    elif crackle_col and wheeze_col:
-        layout = "icbhi"
-    else:
-        layout = None
-    if file_col is None or layout is None:
-        missing = "file" if file_col is None else "label"
-        raise LabelsFileError(
-            f"{path}: no {missing} column found (columns: {', '.join(columns) or 'none'}); {LAYOUTS_HELP}"
-        )
-
+    columns = _LayoutColumns.detect(path, list(table.columns))
     try:
         spec = GroupSpec.parse(groups)
     except ValueError as exc:
         raise LabelsFileError(str(exc)) from None
-    group_col = _group_column(path, columns, spec)
+    group_col = _group_column(path, list(table.columns), spec)
     if group_col is not None:
         grouping = Grouping("column", column=original_names.get(group_col, group_col))
     else:
@@ -210,22 +192,10 @@ def read_labels(
     kept: list[dict[str, object]] = []
     skipped: list[dict[str, str]] = []
     for record in table.to_dict("records"):
-        name = str(record.get(file_col, "")).strip()
+        name = str(record.get(columns.file, "")).strip()
         try:
             rel = check_relative_path(name)
-            if layout == "label":
-                label_class = parse_label_text(record[label_col])
-            else:
-                labels = set()
-                if _parse_flag(record[crackle_col], crackle_col):
-                    labels.add("crackle")
-                if _parse_flag(record[wheeze_col], wheeze_col):
-                    labels.add("wheeze")
-                if layout == "onehot" and _parse_flag(record["normal"], "normal"):
-                    labels.add("normal")
-                if layout == "icbhi" and not labels:
-                    labels.add("normal")
-                label_class = labels_to_class(labels)
+            label_class = columns.label_class(record)
             # The check is lexical: a labels file cannot point outside the data
             # directory, but links the user placed inside it are followed (data
             # collections are often assembled from links).
@@ -234,28 +204,9 @@ def read_labels(
         except ValueError as exc:
             skipped.append({"file": name, "reason": str(exc)})
             continue
-        group = None
-        if group_col is not None:
-            group = str(record.get(group_col, "")).strip() or None
+        group = None if group_col is None else (str(record.get(group_col, "")).strip() or None)
         kept.append({"file": rel, "class": label_class, "group": group})
-
-    rows = pd.DataFrame(kept, columns=["file", "class", "group"])
-    # Duplicate rows of one file: keep the first when they agree, drop all when not.
-    if len(rows):
-        dup_mask = rows.duplicated("file", keep=False)
-        if dup_mask.any():
-            conflicting = rows[dup_mask].groupby("file")["class"].nunique()
-            conflicting = set(conflicting[conflicting > 1].index)
-            first_of_file = set(rows.drop_duplicates("file").index)
-            drop = []
-            for idx, file in rows.loc[dup_mask, "file"].items():
-                if file in conflicting:
-                    drop.append(idx)
-                    skipped.append({"file": file, "reason": "duplicate rows with conflicting labels"})
-                elif idx not in first_of_file:
-                    drop.append(idx)
-                    skipped.append({"file": file, "reason": "duplicate row (first kept)"})
-            rows = rows.drop(index=drop).reset_index(drop=True)
+    rows = _without_duplicates(pd.DataFrame(kept, columns=["file", "class", "group"]), skipped)
     if group_col is None and spec.kind in ("auto", "regex"):
         grouping = _groups_from_file_names(rows, spec.pattern)
     if group_col is not None and len(rows) and rows["group"].isna().any():
@@ -265,9 +216,78 @@ def read_labels(
     return LabelTable(
         rows=rows,
         skipped=pd.DataFrame(skipped, columns=["file", "reason"]),
-        layout=layout,
+        layout=columns.layout,
         grouping=grouping,
     )
+
+
+@dataclass(frozen=True)
+class _LayoutColumns:
+    """The layout of a labels file and the columns it reads."""
+
+    layout: str
+    file: str
+    label: str | None
+    crackle: str | None
+    wheeze: str | None
+
+    @classmethod
+    def detect(cls, path: Path, columns: list[str]) -> _LayoutColumns:
+        """Find the layout; raise LabelsFileError naming the file when there is none."""
+        file_col = _first_present(columns, FILE_COLUMNS)
+        label_col = _first_present(columns, LABEL_COLUMNS)
+        crackle_col = _first_present(columns, CRACKLE_COLUMNS)
+        wheeze_col = _first_present(columns, WHEEZE_COLUMNS)
+        if label_col:
+            layout = "label"
+        elif "normal" in columns and crackle_col and wheeze_col:
+            layout = "onehot"
+        elif crackle_col and wheeze_col:
+            layout = "icbhi"
+        else:
+            layout = None
+        if file_col is None or layout is None:
+            missing = "file" if file_col is None else "label"
+            raise LabelsFileError(
+                f"{path}: no {missing} column found (columns: {', '.join(columns) or 'none'}); {LAYOUTS_HELP}"
+            )
+        return cls(layout, file_col, label_col, crackle_col, wheeze_col)
+
+    def label_class(self, record: dict) -> str:
+        """The label class of one row; ValueError with the skip reason."""
+        if self.layout == "label":
+            return parse_label_text(record[self.label])
+        labels = set()
+        if _parse_flag(record[self.crackle], self.crackle):
+            labels.add("crackle")
+        if _parse_flag(record[self.wheeze], self.wheeze):
+            labels.add("wheeze")
+        if self.layout == "onehot" and _parse_flag(record["normal"], "normal"):
+            labels.add("normal")
+        if self.layout == "icbhi" and not labels:
+            labels.add("normal")
+        return labels_to_class(labels)
+
+
+def _without_duplicates(rows: pd.DataFrame, skipped: list[dict[str, str]]) -> pd.DataFrame:
+    """Duplicate rows of one file: keep the first when they agree, drop all when not (reasons to ``skipped``)."""
+    if not len(rows):
+        return rows
+    dup_mask = rows.duplicated("file", keep=False)
+    if not dup_mask.any():
+        return rows
+    conflicting = rows[dup_mask].groupby("file")["class"].nunique()
+    conflicting = set(conflicting[conflicting > 1].index)
+    first_of_file = set(rows.drop_duplicates("file").index)
+    drop = []
+    for idx, file in rows.loc[dup_mask, "file"].items():
+        if file in conflicting:
+            drop.append(idx)
+            skipped.append({"file": file, "reason": "duplicate rows with conflicting labels"})
+        elif idx not in first_of_file:
+            drop.append(idx)
+            skipped.append({"file": file, "reason": "duplicate row (first kept)"})
+    return rows.drop(index=drop).reset_index(drop=True)
 
 
 def _group_column(path: Path, columns: list[str], spec: GroupSpec) -> str | None:

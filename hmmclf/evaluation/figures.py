@@ -11,6 +11,12 @@ from ..task.classes import CLASSES
 from ..task.metrics import icbhi_metrics
 from ..utils.files import atomic_path
 
+FIGURES = {
+    "confusion": "Confusion matrix: counts and percent of each true class",
+    "tradeoff": "Sensitivity-specificity trade-off as the abnormal offset moves",
+    "folds": "Per-fold Score, Se and Sp",
+}
+
 
 def is_grouped(report: dict[str, Any]) -> bool:
     """Whether a report's folds were grouped (also for reports of hmmclf 0.3)."""

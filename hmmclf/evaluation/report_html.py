@@ -1,0 +1,140 @@
+"""``report.html``: a cv report as one self-contained page (figures inlined as data URIs)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from ..task.classes import CLASSES
+from .figures import FIGURES, grouping_unit, is_grouped
+from .report_text import (
+    SCORE_HEADER,
+    _pct,
+    config_rows,
+    describe_grouping,
+    describe_interval,
+    describe_leakage,
+    header_rows,
+    score_rows,
+)
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
+table { border-collapse: collapse; margin: 0.6em 0 1.4em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f3f3f3; } td:first-child { text-align: left; }
+table.facts th { text-align: left; white-space: nowrap; } table.facts td { text-align: left; }
+figure { display: inline-block; margin: 0.5em; } img { max-width: 100%; }
+.warn { color: #b00; } code { background: #f3f3f3; padding: 0 0.2em; }
+"""
+
+
+def html_table(header: list[str], rows: list[list[Any]]) -> str:
+    """An HTML table of escaped cells."""
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def png_figure(path: str | Path, caption: str) -> str:
+    """A PNG inlined as a data URI, with its caption."""
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    caption = html.escape(caption)
+    return (
+        f'<figure><img alt="{caption}" src="data:image/png;base64,{data}"><figcaption>{caption}</figcaption></figure>'
+    )
+
+
+def facts_table(rows: list[tuple[str, str]], code: tuple[str, ...] = ()) -> str:
+    """Two-column table of named facts; the values named in ``code`` set as code."""
+    cells = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>"
+        + (f"<code>{html.escape(v)}</code>" if k in code else html.escape(v))
+        + "</td></tr>"
+        for k, v in rows
+    )
+    return f'<table class="facts">{cells}</table>'
+
+
+def _opening(report: dict[str, Any]) -> str:
+    """The run's facts, its folds and grouping, and its warnings."""
+    cfg = report["config"]
+    grouping = html.escape(describe_grouping(report))
+    if not is_grouped(report):
+        grouping = f"<strong class='warn'>{grouping}</strong>"
+    warnings = "".join(f"<p class='warn'>Warning: {html.escape(w)}</p>" for w in report.get("warnings", []))
+    return (
+        facts_table(header_rows(report), code=("command",))
+        + f"<p>{cfg['folds']}-fold stratified CV, seed {cfg['seed']}, {report['n_clips']} clips, {grouping}.</p>"
+        + warnings
+    )
+
+
+def _scores(report: dict[str, Any]) -> str:
+    """The systems' Scores, the interval and the leakage audit."""
+    interval = ""
+    if report.get("score_interval"):
+        text = html.escape(describe_interval(report))
+        flagged = "includes 50" in text or "below 50" in text
+        interval = f"<p class='warn'><strong>{text}.</strong></p>" if flagged else f"<p>{text}.</p>"
+    leakage = ""
+    if report.get("leakage"):
+        lines = describe_leakage(report["leakage"]).splitlines()
+        leakage = "<h2>Leakage audit</h2>" + "".join(f"<p>{html.escape(line)}</p>" for line in lines)
+    return (
+        "<h2>Scores (percent; ICBHI 2017, pooled out-of-fold)</h2>"
+        + html_table(SCORE_HEADER, score_rows(report))
+        + "<p>Se: exact-class hits over all abnormal clips; Sp: recall of normal; Score = (Se+Sp)/2.\n"
+        + "Always answering normal scores 50.</p>"
+        + interval
+        + leakage
+    )
+
+
+def _details(report: dict[str, Any]) -> str:
+    """Per-class metrics, the confusion matrix, the folds and the configuration."""
+    per_class = report["per_class"]
+    class_rows = [
+        [
+            s,
+            _pct(per_class[s]["precision"]),
+            _pct(per_class[s]["recall"]),
+            _pct(per_class[s]["f1"]),
+            per_class[s]["support"],
+        ]
+        for s in CLASSES
+    ]
+    fold_rows = [
+        [f["fold"], f["train_size"], f["test_size"]]
+        + [_pct(f["metrics"][k]) for k in ("score", "sensitivity", "specificity")]
+        + [", ".join(f["test_groups"])]
+        for f in report["folds"]
+    ]
+    confusion_rows = [[s] + row for s, row in zip(CLASSES, report["confusion_matrix"])]
+    fold_header = ["fold", "train", "test", "Score", "Se", "Sp", f"test {grouping_unit(report)}"]
+    config_json = html.escape(json.dumps(report["config"], indent=2))
+    return (
+        "<h2>Per class</h2>"
+        + html_table(["class", "precision", "recall", "F1", "support"], class_rows)
+        + "<h2>Confusion matrix (rows true, columns predicted)</h2>"
+        + html_table(["true / predicted"] + list(CLASSES), confusion_rows)
+        + "<h2>Folds</h2>"
+        + html_table(fold_header, fold_rows)
+        + "<h2>Configuration</h2>"
+        + facts_table(config_rows(report))
+        + f"<details><summary>full configuration (JSON)</summary><pre>{config_json}</pre></details>"
+    )
+
+
+def format_html(report: dict[str, Any], images: dict[str, Path]) -> str:
+    """``report.html``: one self-contained page, images inlined as data URIs."""
+    figures = "".join(png_figure(images[name], caption) for name, caption in FIGURES.items())
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>hmmclf cross-validation report</title>\n'
+        f"<style>{STYLE}</style></head><body>\n<h1>hmmclf cross-validation report</h1>\n"
+        + "\n".join([_opening(report), _scores(report), figures, _details(report)])
+        + "\n</body></html>\n"
+    )

@@ -1,0 +1,91 @@
+"""``report.md``: a cv report for people, in Markdown."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..task.classes import CLASSES
+from .figures import FIGURES, grouping_unit, is_grouped
+from .report_text import (
+    SCORE_HEADER,
+    _mean_std,
+    _pct,
+    config_rows,
+    describe_grouping,
+    describe_interval,
+    describe_leakage,
+    header_rows,
+    score_rows,
+)
+
+
+def format_markdown(report: dict[str, Any]) -> str:
+    """``report.md``: the same facts as the JSON, for people."""
+    cfg = report["config"]
+    out = ["# hmmclf cross-validation report", "", "| | |", "|---|---|"]
+    for name, value in header_rows(report):
+        out.append(f"| {name} | " + (f"`{value}`" if name == "command" else value.replace("|", "\\|")) + " |")
+    grouping = describe_grouping(report) if is_grouped(report) else f"**{describe_grouping(report)}**"
+    out += [
+        "",
+        f"{cfg['folds']}-fold stratified CV, seed {cfg['seed']}, {report['n_clips']} clips, {grouping}.",
+        "",
+    ]
+    for warning in report.get("warnings", []):
+        out += [f"> **Warning:** {warning}", ""]
+    if report.get("leakage"):
+        out += ["## Leakage audit", "", describe_leakage(report["leakage"]).replace("\n", "\n\n"), ""]
+    out += ["## Scores (percent; ICBHI 2017 definitions, pooled out-of-fold predictions)", ""]
+    out += ["| " + " | ".join(SCORE_HEADER) + " |", "|---" * len(SCORE_HEADER) + "|"]
+    out += ["| " + " | ".join(row) + " |" for row in score_rows(report, model_name="**hmmclf**")]
+    out += ["", "Se: exact-class hits over all abnormal clips; Sp: recall of normal; Score = (Se+Sp)/2.", ""]
+    if report.get("repeats"):
+        out += [
+            "Repeated CV (the tables below detail the first seed):",
+            "",
+            "| seed | Score | Se | Sp |",
+            "|---|---|---|---|",
+        ]
+        out += [
+            f"| {r['seed']} | {_pct(r['score'])} | {_pct(r['sensitivity'])} | {_pct(r['specificity'])} |"
+            for r in report["repeats"]
+        ]
+        out += ["| mean ± std | " + " | ".join(v for _, v in _mean_std(report["repeat_mean_std"])) + " |", ""]
+    if report.get("score_interval"):
+        text = describe_interval(report) + "."
+        out += [f"**{text}**" if "includes 50" in text or "below 50" in text else text, ""]
+    out += ["## Figures", ""]
+    out += [f"![{caption}]({name}.png)\n\n*{caption}*\n" for name, caption in FIGURES.items()]
+    out += ["## Per class", "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    for s in CLASSES:
+        c = report["per_class"][s]
+        out.append(f"| {s} | {_pct(c['precision'])} | {_pct(c['recall'])} | {_pct(c['f1'])} | {c['support']} |")
+    out += [
+        "",
+        "## Confusion matrix (rows true, columns predicted)",
+        "",
+        "| true \\ predicted | " + " | ".join(CLASSES) + " |",
+    ]
+    out += ["|---" * (1 + len(CLASSES)) + "|"]
+    for name, row in zip(CLASSES, report["confusion_matrix"]):
+        out.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
+    out += [
+        "",
+        "## Folds",
+        "",
+        f"| fold | train | test | Score | Se | Sp | test {grouping_unit(report)} |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for f in report["folds"]:
+        m = f["metrics"]
+        groups = ", ".join(f["test_groups"][:12]) + (" …" if len(f["test_groups"]) > 12 else "")
+        out.append(
+            f"| {f['fold']} | {f['train_size']} | {f['test_size']} | {_pct(m['score'])} | "
+            f"{_pct(m['sensitivity'])} | {_pct(m['specificity'])} | {groups} |"
+        )
+    out += ["", "## Configuration", "", "| setting | value |", "|---|---|"]
+    out += [f"| {name} | {value.replace('|', '/')} |" for name, value in config_rows(report)]
+    out += ["", "<details><summary>full configuration (JSON)</summary>", "", "```json", json.dumps(cfg, indent=2)]
+    out += ["```", "", "</details>", ""]
+    return "\n".join(out)

@@ -1,0 +1,177 @@
+"""The words of a cv report: the terminal summary and the sentences every format shares.
+
+Every format (terminal, ``report.md``, ``report.html``) builds its table of
+systems with :func:`score_rows` and its sentences with the ``describe_*``
+functions, so the formats never disagree.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..task.classes import CLASSES
+from .figures import grouping_unit, is_grouped
+
+BASELINE_TITLES = {
+    "always_normal": "always normal",
+    "prior_random": "class-prior random",
+    "gbm_clip_stats": "GBM on clip MFCC stats",
+}
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:.1f}"
+
+
+def _mean_std(stats: dict[str, dict[str, float]]) -> list[tuple[str, str]]:
+    """(Score, Se, Sp) as ("Score", "79.2 ± 4.5") pairs from {metric: {mean, std}}."""
+    names = (("score", "Score"), ("sensitivity", "Se"), ("specificity", "Sp"))
+    return [(n, f"{_pct(stats[k]['mean'])} ± {_pct(stats[k]['std'])}") for k, n in names]
+
+
+def score_rows(report: dict[str, Any], model_name: str = "hmmclf") -> list[list[str]]:
+    """One row per system (the model, then each baseline): name, Score, Se, Sp and per-class recall, in percent."""
+    systems = [(model_name, report)] + [(BASELINE_TITLES.get(k, k), v) for k, v in report.get("baselines", {}).items()]
+    return [
+        [name, _pct(m["score"]), _pct(m["sensitivity"]), _pct(m["specificity"])]
+        + [_pct(m["per_class"][s]["recall"]) for s in CLASSES]
+        for name, m in systems
+    ]
+
+
+SCORE_HEADER = ["system", "Score", "Se", "Sp"] + [f"recall {s}" for s in CLASSES]
+
+
+def format_summary(report: dict[str, Any]) -> str:
+    """Compact terminal table: Score/Se/Sp of the model and the baselines, per-class recall, confusion."""
+    lines = [f"{'':24s} {'Score':>6s} {'Se':>6s} {'Sp':>6s}   " + " ".join(f"{s:>7s}" for s in CLASSES)]
+    for name, score, se, sp, *recalls in score_rows(report):
+        lines.append(f"{name:24s} {score:>6s} {se:>6s} {sp:>6s}   " + " ".join(f"{r:>7s}" for r in recalls))
+    lines.append("(percent; the last four columns are per-class recall)")
+    if "fold_mean_std" in report:
+        lines.append("over folds: " + ", ".join(f"{n} {v}" for n, v in _mean_std(report["fold_mean_std"])))
+    if report.get("repeat_mean_std"):
+        seeds = ", ".join(str(r["seed"]) for r in report["repeats"])
+        mean_std = ", ".join(f"{n} {v}" for n, v in _mean_std(report["repeat_mean_std"]))
+        lines.append(f"over {len(report['repeats'])} repeats (seeds {seeds}): {mean_std}")
+        if report.get("baseline_repeat_mean_std"):
+            lines.append(
+                "baselines over the same repeats: "
+                + ", ".join(
+                    f"{BASELINE_TITLES.get(name, name)} Score {_pct(v['mean'])} ± {_pct(v['std'])}"
+                    for name, v in report["baseline_repeat_mean_std"].items()
+                )
+            )
+    if report.get("score_interval"):
+        lines.append(describe_interval(report))
+    lines.append(describe_grouping(report))
+    if report.get("leakage"):
+        lines.append(describe_leakage(report["leakage"]))
+    lines.append("confusion (rows true, columns predicted):")
+    lines.append(f"{'':9s}" + "".join(f"{s:>9s}" for s in CLASSES))
+    for name, row in zip(CLASSES, report["confusion_matrix"]):
+        lines.append(f"{name:9s}" + "".join(f"{v:>9d}" for v in row))
+    return "\n".join(lines)
+
+
+def describe_grouping(report: dict[str, Any]) -> str:
+    """One sentence: which groups kept clips apart in the folds, where they came from, how many."""
+    info = report.get("groups") or {}
+    if not is_grouped(report):
+        return "folds: NOT grouped (no patient, recording or inferred groups): scores are optimistic"
+    unit = grouping_unit(report)
+    return f"folds: {info.get('n_groups', '?')} {unit}, from {info.get('description', info.get('note'))}"
+
+
+def describe_interval(report: dict[str, Any]) -> str:
+    """The Score's bootstrap interval, and plainly whether it is distinguishable from always answering normal."""
+    ci = report["score_interval"]
+    text = (
+        f"Score {int(round(ci['level'] * 100))}% bootstrap interval (resampling {ci['resampled']}): "
+        f"{_pct(ci['low'])} to {_pct(ci['high'])}"
+    )
+    if ci["low"] is None or ci["high"] is None:
+        return text
+    if ci["low"] <= 0.5 <= ci["high"]:
+        return text + "; the interval includes 50: this result is not distinguishable from always answering normal"
+    if ci["high"] < 0.5:
+        return text + "; the whole interval is below 50: this result is worse than always answering normal"
+    return text + "; the whole interval is above 50, the Score of always answering normal"
+
+
+def _data_text(report: dict[str, Any]) -> str:
+    """Where the clips came from, as far as the report knows."""
+    data = report.get("data")
+    if isinstance(data, dict):
+        parts = [f"{k.replace('_', ' ')} {v}" for k, v in data.items() if v not in (None, "")]
+    elif data:
+        parts = [str(data)]
+    else:
+        parts = [f"{k.replace('_', ' ')} {report[k]}" for k in ("data_dir", "labels", "features") if report.get(k)]
+    return ", ".join(parts) or "not recorded in this report (see the command)"
+
+
+def header_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """The facts a report opens with: version, date, command, data, clips, wall time."""
+    cfg = report.get("config") or {}
+    counts = cfg.get("counts") or {}
+    clips = f"{report['n_clips']}" + (f" ({', '.join(f'{k} {v}' for k, v in counts.items())})" if counts else "")
+    return [
+        ("hmmclf version", str(report.get("hmmclf_version", "?"))),
+        ("run finished", str(report.get("created") or "date not recorded").replace("T", " ")),
+        ("experiment", str((report.get("experiment") or {}).get("name", "default"))),
+        ("command", str(report.get("command") or "(not recorded)")),
+        ("data", _data_text(report)),
+        ("clips", clips),
+        ("wall time", f"{report['seconds']:.1f} s"),
+    ]
+
+
+def config_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """The configuration as readable rows: folds, seeds, groups, features, model."""
+    cfg = report.get("config") or {}
+    fc = cfg.get("feature_config") or {}
+    params = dict(cfg.get("model_params") or {})
+    repeats = report.get("repeats") or []
+    rows = [
+        ("folds", f"{cfg.get('folds', '?')}-fold stratified cross-validation"),
+        ("seed", str(cfg.get("seed", "?"))),
+        ("repeats", f"{len(repeats)} (seeds {', '.join(str(r['seed']) for r in repeats)})" if repeats else "1"),
+        ("groups", describe_grouping(report).removeprefix("folds: ")),
+    ]
+    if fc:
+        sr = fc.get("sample_rate", 0) or 1
+        extra = ", ".join(fc.get("extra") or []) or "none"
+        rows += [
+            ("feature band", f"{fc.get('fmin', 0):.0f}–{fc.get('fmax', 0):.0f} Hz (clips resampled to {sr} Hz)"),
+            (
+                "features",
+                f"{fc.get('n_mfcc')} MFCC from {fc.get('n_mels')} mel bands, deltas {fc.get('deltas')}, "
+                f"frames {1000 * fc.get('frame_length', 0) / sr:.0f} ms every {1000 * fc.get('hop_length', 0) / sr:.0f}"
+                f" ms, cepstral mean normalisation {'on' if fc.get('cepstral_mean_norm') else 'off'}, extra {extra}",
+            ),
+        ]
+    if params:
+        p = params.get
+        model = f"{cfg.get('model', 'model')}: {p('n_states')} hidden states per class HMM, {p('topology')}, "
+        model += f"decision rule {p('decision')}, class prior {p('class_prior')}, up to {p('n_iter')} EM iterations"
+        main = ("n_states", "topology", "decision", "class_prior", "n_iter", "n_jobs")
+        rest = ", ".join(f"{k} {v}" for k, v in params.items() if k not in main)
+        rows += [("model", model), ("other model parameters", rest)]
+    return rows
+
+
+def describe_leakage(leakage: dict[str, Any]) -> str:
+    """The leakage audit in one or two sentences."""
+    text = (
+        f"leakage audit ({leakage['probe']}): Score {leakage['score_folds_used']:.1f} under these folds, "
+        f"{leakage['score_plain_folds']:.1f} under plain stratified folds; gap {leakage['gap']:+.1f} points"
+    )
+    if leakage["grouped"]:
+        text += (
+            " (the optimism these folds remove)"
+            if leakage["gap"] > 0
+            else " (plain folds give a memoriser no advantage on these data)"
+        )
+    return text + (f"\n{leakage['warning']}" if leakage.get("warning") else "")
