@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from .. import __version__
+from ..data.grouping import GROUPS_HELP
 from ..utils.errors import HmmclfError
 
 EXIT_USER_ERROR = 2
@@ -97,22 +98,27 @@ def _experiment(config_path: str | None, **overrides):
         raise HmmclfError(str(exc)) from None
 
 
-_features_option = click.option(
-    "--features",
-    "features_dir",
-    default="features",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="Feature cache (extracted first if missing).",
+def _path_option(flag: str, dest: str, help_text: str, default: str | None, folder: bool):
+    """An option naming a folder (``folder``) or a file; its default shown when there is one."""
+    return click.option(
+        flag,
+        dest,
+        default=default,
+        show_default=default is not None,
+        type=click.Path(file_okay=not folder, dir_okay=folder),
+        help=help_text,
+    )
+
+
+def _out_option(help_text: str, default: str | None, folder: bool = False, file: bool = False):
+    """The ``--out`` option: a folder (``out_dir``) or a file (``out_path``) the command writes."""
+    return _path_option("--out", "out_dir" if folder else "out_path", help_text, default, folder)
+
+
+_features_option = _path_option(
+    "--features", "features_dir", "Feature cache (extracted first if missing).", "features", folder=True
 )
-_model_file_option = click.option(
-    "--model",
-    "model_path",
-    default="model.npz",
-    show_default=True,
-    type=click.Path(dir_okay=False),
-    help="Model file from 'hmmclf train'.",
-)
+_model_file_option = _path_option("--model", "model_path", "Model file from 'hmmclf train'.", "model.npz", folder=False)
 
 
 def _features_of(experiment, features_dir: str, data_dir: str, labels_csv: str, groups: str, jobs: int | None):
@@ -149,27 +155,10 @@ def _data_options(f):
         "--groups",
         default="auto",
         show_default=True,
-        help="What keeps a patient's clips on one side of a CV split: a column name, 'regex:PATTERN' (first "
-        "capture group of the file name), 'infer' (from the audio), 'none', or 'auto' (patient column, else "
-        "recording column, else known file names, else infer).",
+        help=f"What keeps a patient's clips on one side of a CV split: {GROUPS_HELP}.",
     )(f)
-    f = click.option(
-        "--labels",
-        "labels_csv",
-        default="train.csv",
-        show_default=True,
-        type=click.Path(dir_okay=False),
-        help="Labels file.",
-    )(f)
-    f = click.option(
-        "--data",
-        "data_dir",
-        default="train",
-        show_default=True,
-        type=click.Path(file_okay=False),
-        help="Folder of clips.",
-    )(f)
-    return f
+    f = _path_option("--labels", "labels_csv", "Labels file.", "train.csv", folder=False)(f)
+    return _path_option("--data", "data_dir", "Folder of clips.", "train", folder=True)(f)
 
 
 def _config_option(what: str):
@@ -204,14 +193,7 @@ def main(debug: bool) -> None:
 @main.command()
 @click.argument("kind", type=click.Choice(["icbhi", "sprsound"]))
 @click.argument("src", type=click.Path(file_okay=False))
-@click.option(
-    "--out",
-    "out_dir",
-    default=".",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="Where train/, train.csv and skipped.csv go.",
-)
+@_out_option("Where train/, train.csv and skipped.csv go.", default=".", folder=True)
 @_jobs_option
 def prepare(kind: str, src: str, out_dir: str, jobs: int | None) -> None:
     """Cut a downloaded ICBHI 2017 or SPRSound release into one clip per respiratory cycle or event.
@@ -230,14 +212,7 @@ def prepare(kind: str, src: str, out_dir: str, jobs: int | None) -> None:
 
 @main.command()
 @_data_options
-@click.option(
-    "--out",
-    "out_dir",
-    default="features",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="Feature cache directory.",
-)
+@_out_option("Feature cache directory.", default="features", folder=True)
 @_config_option("whose [features] to use")
 @_jobs_option
 @_scheduler_option
@@ -288,13 +263,7 @@ def extract(
     "--seed", type=int, default=None, help="Seed of the fold split and the models [default: the config's, else 0]."
 )
 @_features_option
-@click.option(
-    "--out",
-    "out_dir",
-    default=None,
-    type=click.Path(file_okay=False),
-    help="Report directory (default reports/cv-<timestamp>).",
-)
+@_out_option("Report directory (default reports/cv-<timestamp>).", default=None, folder=True)
 @_config_option("(features, model, decision rule, cv)")
 @click.option(
     "--repeats",
@@ -356,13 +325,8 @@ def cv(
 
 @main.command()
 @click.argument("reports", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option(
-    "--out",
-    "out_path",
-    default="leaderboard.md",
-    show_default=True,
-    type=click.Path(dir_okay=False),
-    help="Markdown leaderboard to write; an existing file is refused unless --force.",
+@_out_option(
+    "Markdown leaderboard to write; an existing file is refused unless --force.", default="leaderboard.md", file=True
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing --out file.")
 def compare(reports, out_path, force) -> None:
@@ -402,14 +366,7 @@ def experiments(names: bool) -> None:
 
 @main.command()
 @_features_option
-@click.option(
-    "--out",
-    "out_path",
-    default="model.npz",
-    show_default=True,
-    type=click.Path(dir_okay=False),
-    help="Model file to write.",
-)
+@_out_option("Model file to write.", default="model.npz", file=True)
 @_data_options
 @_model_options
 @_config_option("to train with")
@@ -460,13 +417,7 @@ def predict(paths, model_path, fmt, jobs) -> None:
 @main.command()
 @click.argument("clip", type=click.Path(dir_okay=False))
 @_model_file_option
-@click.option(
-    "--out",
-    "out_path",
-    default=None,
-    type=click.Path(dir_okay=False),
-    help="PNG to write (default: <clip name>.explain.png in the current directory).",
-)
+@_out_option("PNG to write (default: <clip name>.explain.png in the current directory).", default=None, file=True)
 @click.option(
     "--true-label",
     default=None,

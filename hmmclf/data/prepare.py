@@ -367,10 +367,17 @@ def _find_icbhi(src: Path, files: list[Path]) -> tuple[list[Recording], list[Ski
             split = splits.get(name) or next((v for k, v in splits.items() if k.rsplit("_", 1)[0] == stem), "")
             columns["diagnosis"] = meta.get("diagnosis", {}).get(patient, "")
             columns["split"] = split.lower()
-        rec = Recording(name, wav, ann, _rel(ann, src), _rel(wav, src) if wav else "", columns)
-        _parse_icbhi(rec)
-        recordings.append(rec)
+        recordings.append(_parsed_recording(src, name, ann, wav, columns, _parse_icbhi))
     return recordings, skips
+
+
+def _parsed_recording(
+    src: Path, name: str, annotation: Path, audio: Path | None, columns: dict, parse: Callable[[Recording], None]
+) -> Recording:
+    """A recording of the release, its annotation read by ``parse`` (segments, or the problems found)."""
+    rec = Recording(name, audio, annotation, _rel(annotation, src), _rel(audio, src) if audio else "", columns)
+    parse(rec)
+    return rec
 
 
 def _parse_icbhi(rec: Recording) -> None:
@@ -420,9 +427,7 @@ def _find_sprsound(src: Path, files: list[Path]) -> tuple[list[Recording], list[
             _split_of(wav.relative_to(src).parts[:-1]) if wav else ""
         )
         columns = {"patient_id": name.split("_")[0], "split": split}
-        rec = Recording(name, wav, ann, _rel(ann, src), _rel(wav, src) if wav else "", columns)
-        _parse_sprsound(rec)
-        recordings.append(rec)
+        recordings.append(_parsed_recording(src, name, ann, wav, columns, _parse_sprsound))
     return recordings, skips
 
 

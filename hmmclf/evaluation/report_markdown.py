@@ -6,27 +6,17 @@ import json
 from typing import Any
 
 from ..task.classes import CLASSES
+from . import report_text as words
 from .figures import FIGURES, grouping_unit, is_grouped
-from .report_text import (
-    SCORE_HEADER,
-    _mean_std,
-    _pct,
-    config_rows,
-    describe_grouping,
-    describe_interval,
-    describe_leakage,
-    header_rows,
-    score_rows,
-)
 
 
 def format_markdown(report: dict[str, Any]) -> str:
     """``report.md``: the same facts as the JSON, for people."""
     cfg = report["config"]
     out = ["# hmmclf cross-validation report", "", "| | |", "|---|---|"]
-    for name, value in header_rows(report):
+    for name, value in words.header_rows(report):
         out.append(f"| {name} | " + (f"`{value}`" if name == "command" else value.replace("|", "\\|")) + " |")
-    grouping = describe_grouping(report) if is_grouped(report) else f"**{describe_grouping(report)}**"
+    grouping = words.describe_grouping(report) if is_grouped(report) else f"**{words.describe_grouping(report)}**"
     out += [
         "",
         f"{cfg['folds']}-fold stratified CV, seed {cfg['seed']}, {report['n_clips']} clips, {grouping}.",
@@ -35,10 +25,10 @@ def format_markdown(report: dict[str, Any]) -> str:
     for warning in report.get("warnings", []):
         out += [f"> **Warning:** {warning}", ""]
     if report.get("leakage"):
-        out += ["## Leakage audit", "", describe_leakage(report["leakage"]).replace("\n", "\n\n"), ""]
+        out += ["## Leakage audit", "", words.describe_leakage(report["leakage"]).replace("\n", "\n\n"), ""]
     out += ["## Scores (percent; ICBHI 2017 definitions, pooled out-of-fold predictions)", ""]
-    out += ["| " + " | ".join(SCORE_HEADER) + " |", "|---" * len(SCORE_HEADER) + "|"]
-    out += ["| " + " | ".join(row) + " |" for row in score_rows(report, model_name="**hmmclf**")]
+    out += ["| " + " | ".join(words.SCORE_HEADER) + " |", "|---" * len(words.SCORE_HEADER) + "|"]
+    out += ["| " + " | ".join(row) + " |" for row in words.score_rows(report, model_name="**hmmclf**")]
     out += ["", "Se: exact-class hits over all abnormal clips; Sp: recall of normal; Score = (Se+Sp)/2.", ""]
     if report.get("repeats"):
         out += [
@@ -48,19 +38,19 @@ def format_markdown(report: dict[str, Any]) -> str:
             "|---|---|---|---|",
         ]
         out += [
-            f"| {r['seed']} | {_pct(r['score'])} | {_pct(r['sensitivity'])} | {_pct(r['specificity'])} |"
+            f"| {r['seed']} | {words._pct(r['score'])} | {words._pct(r['sensitivity'])} | {words._pct(r['specificity'])} |"
             for r in report["repeats"]
         ]
-        out += ["| mean ± std | " + " | ".join(v for _, v in _mean_std(report["repeat_mean_std"])) + " |", ""]
+        out += ["| mean ± std | " + " | ".join(v for _, v in words._mean_std(report["repeat_mean_std"])) + " |", ""]
     if report.get("score_interval"):
-        text = describe_interval(report) + "."
+        text = words.describe_interval(report) + "."
         out += [f"**{text}**" if "includes 50" in text or "below 50" in text else text, ""]
     out += ["## Figures", ""]
     out += [f"![{caption}]({name}.png)\n\n*{caption}*\n" for name, caption in FIGURES.items()]
     out += ["## Per class", "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
     for s in CLASSES:
         c = report["per_class"][s]
-        out.append(f"| {s} | {_pct(c['precision'])} | {_pct(c['recall'])} | {_pct(c['f1'])} | {c['support']} |")
+        out.append(f"| {s} | {words._pct(c['precision'])} | {words._pct(c['recall'])} | {words._pct(c['f1'])} | {c['support']} |")
     out += [
         "",
         "## Confusion matrix (rows true, columns predicted)",
@@ -81,11 +71,11 @@ def format_markdown(report: dict[str, Any]) -> str:
         m = f["metrics"]
         groups = ", ".join(f["test_groups"][:12]) + (" …" if len(f["test_groups"]) > 12 else "")
         out.append(
-            f"| {f['fold']} | {f['train_size']} | {f['test_size']} | {_pct(m['score'])} | "
-            f"{_pct(m['sensitivity'])} | {_pct(m['specificity'])} | {groups} |"
+            f"| {f['fold']} | {f['train_size']} | {f['test_size']} | {words._pct(m['score'])} | "
+            f"{words._pct(m['sensitivity'])} | {words._pct(m['specificity'])} | {groups} |"
         )
     out += ["", "## Configuration", "", "| setting | value |", "|---|---|"]
-    out += [f"| {name} | {value.replace('|', '/')} |" for name, value in config_rows(report)]
+    out += [f"| {name} | {value.replace('|', '/')} |" for name, value in words.config_rows(report)]
     out += ["", "<details><summary>full configuration (JSON)</summary>", "", "```json", json.dumps(cfg, indent=2)]
     out += ["```", "", "</details>", ""]
     return "\n".join(out)

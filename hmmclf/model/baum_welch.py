@@ -164,54 +164,6 @@ class EMResult:
         return len(self.history)
 
 
-def fit_diag_gaussian_hmm(
-    frames: np.ndarray,
-    lengths: np.ndarray,
-    startprob: np.ndarray,
-    transmat: np.ndarray,
-    means: np.ndarray,
-    variances: np.ndarray,
-    n_iter: int = 10,
-    tol: float = 1e-2,
-    covars_prior: float = COVARS_PRIOR,
-) -> EMResult:
-    """Baum-Welch EM of a diagonal-covariance Gaussian HMM from given starting parameters.
-
-    Each iteration is hmmlearn's: an E-step under the current parameters, then
-    the M-step (start and transition probabilities that were zero stay zero,
-    which keeps a left-right topology; variances get hmmlearn's
-    ``covars_prior``). It stops after ``n_iter`` iterations or when an
-    iteration gains less than ``tol`` in total log-likelihood, as
-    hmmlearn's ``ConvergenceMonitor`` does.
-
-    Parameters
-    ----------
-    frames : (n_frames, n_features) array
-        The concatenated training sequences.
-    lengths : (n_sequences,) int array
-    startprob, transmat, means, variances : arrays
-        Starting parameters, shapes (K,), (K, K), (K, n_features), (K, n_features).
-    n_iter : int
-    tol : float
-        On the total (not per-frame) log-likelihood.
-    covars_prior : float
-
-    Returns
-    -------
-    EMResult
-
-    Raises
-    ------
-    UnderflowError
-        When the scaled recursions underflow; the caller may refit in log space.
-    ValueError
-        When ``lengths`` does not add up to the number of frames.
-    """
-    return fit_on_moments(
-        frame_moments(frames), lengths, startprob, transmat, means, variances, n_iter, tol, covars_prior
-    )
-
-
 def frame_moments(frames: np.ndarray) -> np.ndarray:
     """``[x, x**2]`` of every frame, shape (n_frames, 2 * n_features), float64.
 
@@ -238,7 +190,38 @@ def fit_on_moments(
     tol: float = 1e-2,
     covars_prior: float = COVARS_PRIOR,
 ) -> EMResult:
-    """:func:`fit_diag_gaussian_hmm` on the output of :func:`frame_moments`."""
+    """Baum-Welch EM of a diagonal-covariance Gaussian HMM from given starting parameters.
+
+    Each iteration is hmmlearn's: an E-step under the current parameters, then
+    the M-step (start and transition probabilities that were zero stay zero,
+    which keeps a left-right topology; variances get hmmlearn's
+    ``covars_prior``). It stops after ``n_iter`` iterations or when an
+    iteration gains less than ``tol`` in total log-likelihood, as
+    hmmlearn's ``ConvergenceMonitor`` does.
+
+    Parameters
+    ----------
+    moments : (n_frames, 2 * n_features) array
+        :func:`frame_moments` of the concatenated training sequences.
+    lengths : (n_sequences,) int array
+    startprob, transmat, means, variances : arrays
+        Starting parameters, shapes (K,), (K, K), (K, n_features), (K, n_features).
+    n_iter : int
+    tol : float
+        On the total (not per-frame) log-likelihood.
+    covars_prior : float
+
+    Returns
+    -------
+    EMResult
+
+    Raises
+    ------
+    UnderflowError
+        When the scaled recursions underflow; the caller may refit in log space.
+    ValueError
+        When ``lengths`` does not add up to the number of frames.
+    """
     lengths = np.asarray(lengths, dtype=np.int64)
     if lengths.sum() != len(moments) or np.any(lengths < 1):
         raise ValueError(
