@@ -138,7 +138,6 @@ def explain_clip(
         raise AudioError(str(clip_path), str(exc)) from None
     scored = model.score_clips([frames], frame_increments=True)
     increments = scored.likelihoods.frame_increments
-    label_class = str(scored.predicted[0])
     frame_seconds = config.hop_length / config.sample_rate
     viterbi = {}
     for name, (log_prob, path) in model.decode(frames).items():
@@ -148,12 +147,7 @@ def explain_clip(
     ratio = {c: increments[:, k] - increments[:, 0] for k, c in enumerate(CLASSES) if k and present[k]}
     explanation = {
         "file": str(clip_path),
-        "class": label_class,
-        "labels": list(CLASS_LABELS[label_class]),
-        "posterior": {c: round(float(p), 6) for c, p in zip(CLASSES, scored.posterior[0])},
-        "log_likelihood": {
-            c: round(float(v), 4) if np.isfinite(v) else None for c, v in zip(CLASSES, scored.log_likelihood[0])
-        },
+        **scored.clip_record(0),
         "duration": round(clip.duration, 4),
         "sample_rate": config.sample_rate,
         "frame_seconds": frame_seconds,

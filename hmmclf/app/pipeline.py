@@ -22,7 +22,7 @@ from ..data.feature_store import CACHE_FILE, FeatureSet, load_feature_set
 from ..data.features import FeatureConfig
 from ..data.labels import read_labels
 from ..model.config import ModelConfig
-from ..task.classes import CLASS_LABELS, CLASSES
+from ..task.classes import CLASSES
 from ..utils.errors import CacheError, HmmclfError
 from .experiment import Experiment
 
@@ -400,17 +400,8 @@ def predict_clips(
     out: list[dict[str, Any]] = [{"file": c} for c in clips]
     if ok:
         scored = model.score_clips([results[i].features for i in ok])
-        posterior = scored.posterior
         for row, i in enumerate(ok):
-            label_class = CLASSES[int(np.argmax(scored.decision[row]))]
-            out[i].update(
-                {
-                    "labels": list(CLASS_LABELS[label_class]),
-                    "class": label_class,
-                    "log_likelihood": {c: round(float(v), 4) for c, v in zip(CLASSES, scored.log_likelihood[row])},
-                    "posterior": {c: round(float(v), 6) for c, v in zip(CLASSES, posterior[row])},
-                }
-            )
+            out[i].update(scored.clip_record(row))
     for i, r in enumerate(results):
         if not r.usable:
             out[i]["error"] = r.skip_reason

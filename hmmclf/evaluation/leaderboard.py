@@ -10,7 +10,7 @@ from typing import Any
 from ..task.classes import CLASSES
 from ..utils.errors import HmmclfError
 from .figures import is_grouped
-from .report_text import _pct
+from .report_text import pct
 
 
 def _load_report(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any]]:
@@ -54,10 +54,8 @@ def leaderboard(paths: list[str | os.PathLike[str]], name_rows: Any = None) -> t
                 "se": report["sensitivity"],
                 "sp": report["specificity"],
                 "recall": [report["per_class"][s]["recall"] for s in CLASSES],
-                "fold": f"{_pct(fold.get('mean'))} ± {_pct(fold.get('std'))}",
-                "repeats": f"{_pct(repeat['mean'])} ± {_pct(repeat['std'])} ({len(report['repeats'])})"
-                if repeat
-                else "",
+                "fold": f"{pct(fold.get('mean'))} ± {pct(fold.get('std'))}",
+                "repeats": f"{pct(repeat['mean'])} ± {pct(repeat['std'])} ({len(report['repeats'])})" if repeat else "",
                 "grouped": "yes" if is_grouped(report) else "NO",
                 "seconds": report.get("seconds"),
                 "directory": directory,
@@ -72,8 +70,8 @@ def leaderboard(paths: list[str | os.PathLike[str]], name_rows: Any = None) -> t
     table = []
     for r in rows:
         table.append(
-            [r["experiment"], _pct(r["score"]), _pct(r["se"]), _pct(r["sp"])]
-            + [_pct(v) for v in r["recall"]]
+            [r["experiment"], pct(r["score"]), pct(r["se"]), pct(r["sp"])]
+            + [pct(v) for v in r["recall"]]
             + [
                 r["fold"],
                 r["repeats"],

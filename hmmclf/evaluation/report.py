@@ -23,7 +23,7 @@ from .cv import CVResult
 from .figures import plot_confusion, plot_folds, plot_tradeoff, tradeoff_curve
 from .report_html import format_html
 from .report_markdown import format_markdown
-from .report_text import _pct
+from .report_text import pct
 
 
 def _jsonable(value: Any) -> Any:
@@ -101,7 +101,7 @@ def write_cv_report(
     plot_confusion(
         report["confusion_matrix"],
         out_dir / "confusion.png",
-        title=f"Score {_pct(report['score'])}, Se {_pct(report['sensitivity'])}%, Sp {_pct(report['specificity'])}%",
+        title=f"Score {pct(report['score'])}, Se {pct(report['sensitivity'])}%, Sp {pct(report['specificity'])}%",
     )
     curve = tradeoff_curve(result.predictions)
     report["tradeoff_curve"] = _jsonable(curve)

@@ -12,12 +12,12 @@ from ..task.classes import CLASSES
 from .figures import FIGURES, grouping_unit, is_grouped
 from .report_text import (
     SCORE_HEADER,
-    _pct,
     config_rows,
     describe_grouping,
     describe_interval,
     describe_leakage,
     header_rows,
+    pct,
     score_rows,
 )
 
@@ -100,16 +100,16 @@ def _details(report: dict[str, Any]) -> str:
     class_rows = [
         [
             s,
-            _pct(per_class[s]["precision"]),
-            _pct(per_class[s]["recall"]),
-            _pct(per_class[s]["f1"]),
+            pct(per_class[s]["precision"]),
+            pct(per_class[s]["recall"]),
+            pct(per_class[s]["f1"]),
             per_class[s]["support"],
         ]
         for s in CLASSES
     ]
     fold_rows = [
         [f["fold"], f["train_size"], f["test_size"]]
-        + [_pct(f["metrics"][k]) for k in ("score", "sensitivity", "specificity")]
+        + [pct(f["metrics"][k]) for k in ("score", "sensitivity", "specificity")]
         + [", ".join(f["test_groups"])]
         for f in report["folds"]
     ]

@@ -38,10 +38,10 @@ def format_markdown(report: dict[str, Any]) -> str:
             "|---|---|---|---|",
         ]
         out += [
-            f"| {r['seed']} | {words._pct(r['score'])} | {words._pct(r['sensitivity'])} | {words._pct(r['specificity'])} |"
+            f"| {r['seed']} | {words.pct(r['score'])} | {words.pct(r['sensitivity'])} | {words.pct(r['specificity'])} |"
             for r in report["repeats"]
         ]
-        out += ["| mean ± std | " + " | ".join(v for _, v in words._mean_std(report["repeat_mean_std"])) + " |", ""]
+        out += ["| mean ± std | " + " | ".join(v for _, v in words.mean_std(report["repeat_mean_std"])) + " |", ""]
     if report.get("score_interval"):
         text = words.describe_interval(report) + "."
         out += [f"**{text}**" if "includes 50" in text or "below 50" in text else text, ""]
@@ -50,7 +50,9 @@ def format_markdown(report: dict[str, Any]) -> str:
     out += ["## Per class", "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
     for s in CLASSES:
         c = report["per_class"][s]
-        out.append(f"| {s} | {words._pct(c['precision'])} | {words._pct(c['recall'])} | {words._pct(c['f1'])} | {c['support']} |")
+        out.append(
+            f"| {s} | {words.pct(c['precision'])} | {words.pct(c['recall'])} | {words.pct(c['f1'])} | {c['support']} |"
+        )
     out += [
         "",
         "## Confusion matrix (rows true, columns predicted)",
@@ -71,8 +73,8 @@ def format_markdown(report: dict[str, Any]) -> str:
         m = f["metrics"]
         groups = ", ".join(f["test_groups"][:12]) + (" …" if len(f["test_groups"]) > 12 else "")
         out.append(
-            f"| {f['fold']} | {f['train_size']} | {f['test_size']} | {words._pct(m['score'])} | "
-            f"{words._pct(m['sensitivity'])} | {words._pct(m['specificity'])} | {groups} |"
+            f"| {f['fold']} | {f['train_size']} | {f['test_size']} | {words.pct(m['score'])} | "
+            f"{words.pct(m['sensitivity'])} | {words.pct(m['specificity'])} | {groups} |"
         )
     out += ["", "## Configuration", "", "| setting | value |", "|---|---|"]
     out += [f"| {name} | {value.replace('|', '/')} |" for name, value in words.config_rows(report)]

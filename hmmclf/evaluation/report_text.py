@@ -20,22 +20,22 @@ BASELINE_TITLES = {
 }
 
 
-def _pct(value: float | None) -> str:
+def pct(value: float | None) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:.1f}"
 
 
-def _mean_std(stats: dict[str, dict[str, float]]) -> list[tuple[str, str]]:
+def mean_std(stats: dict[str, dict[str, float]]) -> list[tuple[str, str]]:
     """(Score, Se, Sp) as ("Score", "79.2 ± 4.5") pairs from {metric: {mean, std}}."""
     names = (("score", "Score"), ("sensitivity", "Se"), ("specificity", "Sp"))
-    return [(n, f"{_pct(stats[k]['mean'])} ± {_pct(stats[k]['std'])}") for k, n in names]
+    return [(n, f"{pct(stats[k]['mean'])} ± {pct(stats[k]['std'])}") for k, n in names]
 
 
 def score_rows(report: dict[str, Any], model_name: str = "hmmclf") -> list[list[str]]:
     """One row per system (the model, then each baseline): name, Score, Se, Sp and per-class recall, in percent."""
     systems = [(model_name, report)] + [(BASELINE_TITLES.get(k, k), v) for k, v in report.get("baselines", {}).items()]
     return [
-        [name, _pct(m["score"]), _pct(m["sensitivity"]), _pct(m["specificity"])]
-        + [_pct(m["per_class"][s]["recall"]) for s in CLASSES]
+        [name, pct(m["score"]), pct(m["sensitivity"]), pct(m["specificity"])]
+        + [pct(m["per_class"][s]["recall"]) for s in CLASSES]
         for name, m in systems
     ]
 
@@ -50,16 +50,16 @@ def format_summary(report: dict[str, Any]) -> str:
         lines.append(f"{name:24s} {score:>6s} {se:>6s} {sp:>6s}   " + " ".join(f"{r:>7s}" for r in recalls))
     lines.append("(percent; the last four columns are per-class recall)")
     if "fold_mean_std" in report:
-        lines.append("over folds: " + ", ".join(f"{n} {v}" for n, v in _mean_std(report["fold_mean_std"])))
+        lines.append("over folds: " + ", ".join(f"{n} {v}" for n, v in mean_std(report["fold_mean_std"])))
     if report.get("repeat_mean_std"):
         seeds = ", ".join(str(r["seed"]) for r in report["repeats"])
-        mean_std = ", ".join(f"{n} {v}" for n, v in _mean_std(report["repeat_mean_std"]))
-        lines.append(f"over {len(report['repeats'])} repeats (seeds {seeds}): {mean_std}")
+        spread = ", ".join(f"{n} {v}" for n, v in mean_std(report["repeat_mean_std"]))
+        lines.append(f"over {len(report['repeats'])} repeats (seeds {seeds}): {spread}")
         if report.get("baseline_repeat_mean_std"):
             lines.append(
                 "baselines over the same repeats: "
                 + ", ".join(
-                    f"{BASELINE_TITLES.get(name, name)} Score {_pct(v['mean'])} ± {_pct(v['std'])}"
+                    f"{BASELINE_TITLES.get(name, name)} Score {pct(v['mean'])} ± {pct(v['std'])}"
                     for name, v in report["baseline_repeat_mean_std"].items()
                 )
             )
@@ -89,7 +89,7 @@ def describe_interval(report: dict[str, Any]) -> str:
     ci = report["score_interval"]
     text = (
         f"Score {int(round(ci['level'] * 100))}% bootstrap interval (resampling {ci['resampled']}): "
-        f"{_pct(ci['low'])} to {_pct(ci['high'])}"
+        f"{pct(ci['low'])} to {pct(ci['high'])}"
     )
     if ci["low"] is None or ci["high"] is None:
         return text

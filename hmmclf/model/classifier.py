@@ -20,7 +20,7 @@ import numpy as np
 from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
-from ..task.classes import CLASSES
+from ..task.classes import CLASS_LABELS, CLASSES
 from ..task.metrics import class_indices, icbhi_metrics
 from ..task.splits import make_folds
 from .config import ModelConfig
@@ -91,6 +91,20 @@ class ClipScores:
     def predicted(self) -> np.ndarray:
         """The predicted class of each clip."""
         return np.asarray(CLASSES)[np.argmax(self.decision, axis=1)]
+
+    def clip_record(self, row: int) -> dict[str, Any]:
+        """One clip's prediction as plain JSON: ``class``, ``labels`` (its label set), and
+        ``log_likelihood`` and ``posterior`` per class (a class without an HMM: log-likelihood None)."""
+        label_class = str(self.predicted[row])
+        posterior = self.posterior[row]
+        return {
+            "class": label_class,
+            "labels": list(CLASS_LABELS[label_class]),
+            "log_likelihood": {
+                c: round(float(v), 4) if np.isfinite(v) else None for c, v in zip(CLASSES, self.log_likelihood[row])
+            },
+            "posterior": {c: round(float(p), 6) for c, p in zip(CLASSES, posterior)},
+        }
 
 
 class HMMClassifier(ClassifierMixin, BaseEstimator):
