@@ -22,14 +22,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # Dependencies first, in a layer of their own that is rebuilt only when the lock changes.
 # Every locked package ships wheels for CPython 3.11 on manylinux x86_64 and aarch64
 # (libsndfile comes inside the soundfile wheel): nothing is compiled, nothing is apt-got.
-COPY requirements.lock /tmp/hmmclf-build/
-RUN pip install --require-hashes -r /tmp/hmmclf-build/requirements.lock
+COPY requirements.lock requirements-build.lock /tmp/hmmclf-build/
+RUN pip install --require-hashes -r /tmp/hmmclf-build/requirements.lock \
+    && pip install --require-hashes -r /tmp/hmmclf-build/requirements-build.lock
 
-# hmmclf itself, with nothing resolved beyond the lock; pip check fails the build if
-# setup.cfg asks for versions the lock does not hold.
+# hmmclf itself, with nothing resolved beyond the locks: no build isolation, so the build
+# backend is the pinned one installed above; pip check fails the build if setup.cfg asks
+# for versions the lock does not hold.
 COPY pyproject.toml setup.cfg README.md LICENSE /tmp/hmmclf-build/
 COPY hmmclf /tmp/hmmclf-build/hmmclf
-RUN pip install --no-deps /tmp/hmmclf-build \
+RUN pip install --no-deps --no-build-isolation /tmp/hmmclf-build \
     && pip check \
     && rm -rf /tmp/hmmclf-build
 

@@ -377,6 +377,10 @@ def test_dockerfile_installs_from_the_lock_then_the_package_without_deps():
     package_installs = [i for i, args in runs if re.search(r"pip install\s+--no-deps\s+\S", args)]
     assert package_installs, "Dockerfile does not install hmmclf with `pip install --no-deps`"
     assert min(lock_installs) <= min(package_installs), "the package is installed before the locked dependencies"
+    # The build backend is pinned too: no build isolation, after a hash-checked install of the build lock.
+    assert all("--no-build-isolation" in args for i, args in runs if i in package_installs)
+    build_lock = [i for i, args in runs if re.search(r"--require-hashes -r \S*requirements-build\.lock\b", args)]
+    assert build_lock and min(build_lock) <= min(package_installs), "the build backend is not installed from its lock"
     # Nothing else may pull in unpinned packages.
     for _, args in runs:
         for command in re.findall(r"pip install\b[^&;|]*", args):
