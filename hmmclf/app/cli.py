@@ -356,7 +356,7 @@ def experiments(names: bool) -> None:
     """List the experiments shipped with hmmclf: name and description, one a line.
 
     Run one from any folder with 'hmmclf cv --config NAME' (also extract and
-    train); copy one (find it under hmmclf/experiments/ in the installed
+    train); copy one (find it under hmmclf/app/experiments/ in the installed
     package) and pass its path to --config to change it.
     """
     from .experiment import format_experiment_list, shipped_experiment_names, shipped_experiments
