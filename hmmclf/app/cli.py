@@ -6,8 +6,14 @@ or ``HMMCLF_DEBUG=1`` shows tracebacks instead.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import signal
+
+if __name__ == "__main__":  # python -m hmmclf.cli: a Ctrl-C while the modules load exits quietly too
+    signal.signal(signal.SIGINT, lambda *_: os._exit(130))
 import shlex
 import sys
 import time
@@ -27,31 +33,86 @@ def _debug_enabled() -> bool:
     return os.environ.get("HMMCLF_DEBUG", "") not in ("", "0")
 
 
+_USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+def _usage_error(exc: click.UsageError) -> None:
+    """Click's usage error as one line (click prints usage, a hint and the error on three)."""
+    if _debug_enabled():
+        raise exc
+    command = exc.ctx.command_path if exc.ctx is not None else "hmmclf"
+    click.echo(f"{command}: error: {exc.format_message()} (see '{command} -h')", err=True)
+    sys.exit(exc.exit_code)
+
+
+def _interrupted() -> None:
+    """Ctrl-C: stop the worker processes and exit 130 at once.
+
+    Every file is written atomically and every lock is the kernel's, so there is
+    nothing to finish; the exit skips interpreter clean-up (loky's exit handler
+    waits for its workers) and a second Ctrl-C meanwhile cannot print a traceback.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from .parallel import kill_workers
+
+    kill_workers()
+    click.echo("hmmclf: interrupted", err=True)
+    if not _HARD_EXIT:  # called in-process (tests, a notebook): an ordinary exit
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        sys.exit(130)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
+
+
+_HARD_EXIT = False
+
+
 class _Group(click.Group):
     """A click group that turns exceptions into one-line errors."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            _usage_error(exc)
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            _usage_error(exc)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except KeyboardInterrupt:
-            click.echo("hmmclf: interrupted", err=True)
-            sys.exit(130)
+            _interrupted()
         except (HmmclfError, FileExistsError) as exc:
             if _debug_enabled():
                 raise
             click.echo(f"hmmclf: error: {exc}", err=True)
             sys.exit(EXIT_USER_ERROR)
+        except OSError as exc:
+            # A full disk, a quota, a read-only or forbidden folder: the user's to fix, named in one line.
+            if _debug_enabled():
+                raise
+            if exc.errno not in _USER_ERRNOS:
+                _internal_error(exc)
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"hmmclf: error: {where}{exc.strerror or exc}", err=True)
+            sys.exit(EXIT_USER_ERROR)
         except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
             if _debug_enabled():
                 raise
-            message = str(exc).splitlines()[0] if str(exc) else ""
-            click.echo(
-                f"hmmclf: internal error: {type(exc).__name__}: {message} (run with --debug for the traceback)",
-                err=True,
-            )
-            sys.exit(EXIT_INTERNAL_ERROR)
+            _internal_error(exc)
+
+
+def _internal_error(exc: BaseException) -> None:
+    message = str(exc).splitlines()[0] if str(exc) else ""
+    click.echo(
+        f"hmmclf: internal error: {type(exc).__name__}: {message} (run with --debug for the traceback)",
+        err=True,
+    )
+    sys.exit(EXIT_INTERNAL_ERROR)
 
 
 class Progress:
@@ -125,6 +186,10 @@ def _features_of(experiment, features_dir: str, data_dir: str, labels_csv: str, 
     """The experiment's feature set for cv and train: the cache, extracted first when needed."""
     from .pipeline import ensure_features, features_dir_for
 
+    ctx = click.get_current_context()
+    labels_given = any(
+        ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE for name in ("labels_csv", "data_dir")
+    )
     return ensure_features(
         features_dir_for(features_dir, experiment.features),
         data_dir,
@@ -134,6 +199,7 @@ def _features_of(experiment, features_dir: str, data_dir: str, labels_csv: str, 
         n_jobs=jobs,
         progress=Progress(),
         log=_log,
+        labels_given=labels_given,
     )
 
 
@@ -312,13 +378,19 @@ def cv(
             config_path, folds=folds, seed=seed, repeats=repeats, n_states=states, topology=topology
         )
         out = Path(out_dir) if out_dir else new_report_dir(prefix=f"cv-{experiment.name}" if config_path else "cv")
-        features = _features_of(experiment, features_dir, data_dir, labels_csv, groups, jobs)
-        _log(features.describe_groups())
-        _log(
-            f"cv: experiment {experiment.name!r}, {experiment.cv.folds} folds x {experiment.cv.repeats} repeat(s) "
-            f"over {len(features)} clips on {backend}"
-        )
-        report = run_cv(features, out, experiment, n_jobs=jobs, progress=Progress(), command=_command_line())
+        try:
+            features = _features_of(experiment, features_dir, data_dir, labels_csv, groups, jobs)
+            _log(features.describe_groups())
+            _log(
+                f"cv: experiment {experiment.name!r}, {experiment.cv.folds} folds x {experiment.cv.repeats} repeat(s) "
+                f"over {len(features)} clips on {backend}"
+            )
+            report = run_cv(features, out, experiment, n_jobs=jobs, progress=Progress(), command=_command_line())
+        except BaseException:
+            if not out_dir:  # the report directory claimed above is not left behind empty
+                with contextlib.suppress(OSError):
+                    out.rmdir()
+            raise
     click.echo(format_summary(report))
     click.echo(f"cv: {report['seconds']:.1f} s; report in {out}/report.md")
 
@@ -480,9 +552,22 @@ def run() -> None:
     """
     import gc
 
+    global _HARD_EXIT
+    _HARD_EXIT = True
+    # After a Ctrl-C the workers are killed and this process leaves without clean-up; loky's
+    # resource tracker then removes the pool's semaphores itself: no need for its warning.
+    quiet = "ignore:resource_tracker:UserWarning"
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), quiet]))
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         main()
+    except KeyboardInterrupt:  # before or after a command's own handler (imports, argument parsing)
+        _interrupted()
     finally:
+        # The work is done and written: a Ctrl-C during the interpreter's exit
+        # (loky's handler joins its threads) would only print a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         gc.freeze()
 
 

@@ -48,6 +48,7 @@ def ensure_features(
     n_jobs: int | None = None,
     progress: ProgressFn | None = None,
     log: Callable[[str], None] | None = None,
+    labels_given: bool = False,
 ) -> FeatureSet:
     """The features of the clips the labels file lists now, with its labels and groups now.
 
@@ -57,7 +58,9 @@ def ensure_features(
     (:meth:`FeatureSet.with_labels`): rows removed, labels edited and another
     ``groups`` choice take effect without recomputing a feature, and ``log``
     says what changed since the extraction. Without the labels file (a cache
-    used elsewhere), the labels file recorded at extraction is read.
+    used elsewhere), the labels file recorded at extraction is read, unless
+    ``labels_given`` (the user named the labels file or data folder): then a
+    missing one is an error, never replaced silently.
     """
     say = log or (lambda message: None)
     cache_path = Path(features_dir) / CACHE_FILE
@@ -75,7 +78,7 @@ def ensure_features(
             elif config is not None and cached.config != config:
                 reason = "cache was made with another feature config"
             else:
-                labels_csv, data_dir = _labels_for(cached, labels_csv, data_dir, say)
+                labels_csv, data_dir = _labels_for(cached, labels_csv, data_dir, say, labels_given)
                 table = read_labels(labels_csv, data_dir, groups=groups)
                 known = set(cached.files) | set(cached.skipped)
                 unseen = [f for f in table.rows["file"] if f not in known]
@@ -98,11 +101,20 @@ def ensure_features(
 
 
 def _labels_for(
-    cached: FeatureSet, labels_csv: str | os.PathLike[str], data_dir: str | os.PathLike[str], say: Callable[[str], None]
+    cached: FeatureSet,
+    labels_csv: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str],
+    say: Callable[[str], None],
+    labels_given: bool = False,
 ) -> tuple[str | os.PathLike[str], str | os.PathLike[str]]:
-    """The labels file and data folder to apply: the ones given, else those recorded at extraction."""
+    """The labels file and data folder to apply: the ones given, else (when the user named
+    neither) those recorded at extraction."""
     if Path(labels_csv).is_file() and Path(data_dir).is_dir():
         return labels_csv, data_dir
+    if labels_given:
+        if not Path(labels_csv).is_file():
+            raise HmmclfError(f"{labels_csv}: labels file not found")
+        raise HmmclfError(f"{data_dir}: data folder not found")
     stored_labels, stored_data = cached.meta.get("labels"), cached.meta.get("data_dir")
     if stored_labels and stored_data and Path(stored_labels).is_file() and Path(stored_data).is_dir():
         say(
@@ -133,14 +145,19 @@ def extract_summary(result: ExtractResult) -> str:
 
 
 def new_report_dir(base: str | os.PathLike[str] = "reports", prefix: str = "cv") -> Path:
-    """A fresh ``<base>/<prefix>-<timestamp>`` directory name that does not exist yet."""
+    """A fresh ``<base>/<prefix>-<timestamp>`` directory, created (so claimed) by this call."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    Path(base).mkdir(parents=True, exist_ok=True)
     candidate = Path(base) / f"{prefix}-{stamp}"
     n = 2
-    while candidate.exists():
-        candidate = Path(base) / f"{prefix}-{stamp}-{n}"
-        n += 1
-    return candidate
+    # mkdir claims the name atomically: two runs started in the same second get different directories.
+    while True:
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            candidate = Path(base) / f"{prefix}-{stamp}-{n}"
+            n += 1
 
 
 def _repeat_progress(progress: ProgressFn, suffix: str, stage: str, done: int, total: int) -> None:
@@ -161,8 +178,23 @@ def run_cv(
     The experiment's ``cv`` settings give the folds and seed; with
     ``repeats`` > 1 the whole CV is repeated with seeds ``seed``, ``seed + 1``,
     ...: the report details the first run and adds every repeat's Score, Se
-    and Sp with their mean and standard deviation. Returns the report dictionary.
+    and Sp with their mean and standard deviation. ``out_dir`` is locked
+    while this runs: a second cv into it is refused. Returns the report dictionary.
     """
+    from ..utils.files import directory_lock
+
+    with directory_lock(out_dir, "cv"):
+        return _run_cv(features, Path(out_dir), experiment or Experiment(), n_jobs, progress, command)
+
+
+def _run_cv(
+    features: FeatureSet,
+    out_dir: Path,
+    experiment: Experiment,
+    n_jobs: int | None,
+    progress: ProgressFn | None,
+    command: str | None,
+) -> dict[str, Any]:
     from ..evaluation.cv import cross_validate
     from ..evaluation.report import write_cv_report
     from ..model.classifier import HMMClassifier

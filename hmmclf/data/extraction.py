@@ -186,10 +186,20 @@ def extract_corpus(
         tasks = run.chunk_tasks(chunk_size, max_seconds)
         checkpoints = _Checkpoints(run, cache_path, checkpoint_seconds, progress)
         n_workers = min(resolve_jobs(n_jobs), max(1, len(tasks)))
-        parallel_map(features_of_chunk, tasks, n_jobs=n_workers, on_result=checkpoints.on_chunk)
+        try:
+            parallel_map(features_of_chunk, tasks, n_jobs=n_workers, on_result=checkpoints.on_chunk)
+        except KeyboardInterrupt:
+            # Ctrl-C: keep what was computed (the next run resumes from it), then stop.
+            if any(run.results[i] is not None for i in run.todo):
+                save_feature_set(run.snapshot(complete=False), cache_path)
+            raise
         features = run.snapshot(complete=True)
         save_feature_set(features, cache_path)
         skipped = _write_listings(out_dir, table, run, features)
+        if not len(features):
+            raise CacheError(
+                f"{labels_csv}: no usable clip: all {len(skipped)} skipped; reasons in {out_dir / 'skipped.csv'}"
+            )
     return ExtractResult(
         features=features,
         skipped=skipped,
@@ -285,7 +295,10 @@ class _ExtractionRun:
             durations=np.array([results[i].duration for i in ok], dtype=np.float64),
             hashes=[self.hashes[i] for i in ok],
             config=self.config,
-            signatures=np.array([results[i].signature for i in ok], dtype=np.float32).reshape(len(ok), -1),
+            # (0, 0) when no clip is usable: reshape(0, -1) cannot infer a width.
+            signatures=np.array([results[i].signature for i in ok], dtype=np.float32).reshape(len(ok), -1)
+            if ok
+            else np.zeros((0, 0), dtype=np.float32),
             skipped={skip["file"]: skip["reason"] for skip in self.audio_skips()},
             complete=complete,
             meta=dict(self.meta),

@@ -36,7 +36,9 @@ from .labels import LabelTable
 CACHE_FILE = "features.npz"
 CACHE_FORMAT = "hmmclf-features"
 # Version 2 (hmmclf 0.3): per-clip "classes" (was "states"), signatures, skipped files, group source.
-CACHE_FORMAT_VERSION = 2
+# Version 3 (hmmclf 0.4): the grouping as one JSON object (0.3 stored three loose strings).
+CACHE_FORMAT_VERSION = 3
+READABLE_CACHE_FORMAT_VERSIONS = (2, 3)
 
 
 @dataclass
@@ -215,30 +217,74 @@ def load_feature_set(path: str | os.PathLike[str]) -> FeatureSet:
     missing = required - set(arrays)
     if missing:
         raise CacheError(f"{path}: not an hmmclf feature cache (missing {', '.join(sorted(missing))})")
+    meta, config = _cache_meta(path, arrays)
+    problems = _array_problems(arrays, config)
+    if problems:
+        raise CacheError(f"{path}: invalid feature cache: {'; '.join(problems)}")
+    frames, lengths = arrays["frames"], arrays["lengths"]
+    n = len(lengths)
+    signatures = arrays["signatures"]
+    skipped_files, skipped_reasons = arrays["skipped_files"], arrays["skipped_reasons"]
+    bounds = np.concatenate([[0], np.cumsum(lengths)])
+    sequences = [frames[bounds[i] : bounds[i + 1]] for i in range(n)]
+    grouping = _stored_grouping(meta)
+    return FeatureSet(
+        files=arrays["files"].tolist(),
+        classes=arrays["classes"],
+        groups=arrays["groups"] if grouping.grouped else None,
+        sequences=sequences,
+        original_rates=arrays["original_rates"],
+        durations=arrays["durations"],
+        hashes=arrays["hashes"].tolist(),
+        config=config,
+        signatures=signatures if signatures.shape[1] else None,
+        grouping=grouping,
+        skipped=dict(zip(skipped_files.tolist(), skipped_reasons.tolist())),
+        complete=bool(meta.get("complete", False)),
+        meta={k: meta[k] for k in ("labels", "labels_sha1", "data_dir", "layout") if k in meta},
+    )
+
+
+def _cache_meta(path: Path, arrays: dict[str, np.ndarray]) -> tuple[dict, FeatureConfig]:
+    """The cache's metadata and feature config, validated; CacheError naming the file otherwise."""
     try:
         meta = json.loads(str(arrays["meta"]))
+        if not isinstance(meta, dict):
+            raise ValueError("metadata is not a JSON object")
+        odd = [
+            k
+            for k in ("labels", "labels_sha1", "data_dir", "layout", "group_note")
+            if not isinstance(meta.get(k, ""), str)
+        ]
+        if odd or not isinstance(meta.get("group_column") or "", str):
+            raise ValueError(f"{', '.join(odd) or 'group_column'} must be text")
         if meta.get("format") != CACHE_FORMAT:
             raise ValueError(f"format {meta.get('format')!r}")
-        if meta.get("format_version") != CACHE_FORMAT_VERSION:
+        if meta.get("format_version") not in READABLE_CACHE_FORMAT_VERSIONS:
             raise ValueError(
-                f"format version {meta.get('format_version')!r} (this hmmclf reads {CACHE_FORMAT_VERSION})"
+                f"format version {meta.get('format_version')!r} (this hmmclf reads {READABLE_CACHE_FORMAT_VERSIONS})"
             )
         config = FeatureConfig.from_dict(meta["config"])
         if config.fingerprint() != meta.get("config_fingerprint"):
             raise ValueError("config fingerprint does not match its config")
     except (ValueError, TypeError, KeyError) as exc:
         raise CacheError(f"{path}: invalid cache metadata ({exc})") from None
+    return meta, config
 
+
+def _array_problems(arrays: dict[str, np.ndarray], config: FeatureConfig) -> list[str]:
+    """Every way the cache's arrays break the format (shapes, dtypes, finite values, known classes)."""
     frames, lengths = arrays["frames"], arrays["lengths"]
-    n = len(lengths)
+    n = len(lengths) if lengths.ndim else 0
     problems = []
-    if frames.dtype != np.float32 or frames.ndim != 2 or frames.shape[1] != config.n_features:
+    frames_ok = frames.dtype == np.float32 and frames.ndim == 2 and frames.shape[1] == config.n_features
+    if not frames_ok:
         problems.append(
             f"frames have dtype {frames.dtype} shape {frames.shape}, expected float32 (*, {config.n_features})"
         )
     if lengths.dtype.kind not in "iu" or lengths.ndim != 1 or (n and lengths.min() < 1):
         problems.append("lengths must be positive integers")
-    elif int(lengths.sum()) != frames.shape[0]:
+    elif frames_ok and int(lengths.sum()) != frames.shape[0]:
         problems.append(f"lengths sum to {int(lengths.sum())} but there are {frames.shape[0]} frames")
     for key in ("files", "classes", "groups", "hashes", "original_rates", "durations"):
         if arrays[key].shape != (n,):
@@ -261,27 +307,7 @@ def load_feature_set(path: str | os.PathLike[str]) -> FeatureSet:
             problems.append(f"unknown classes {sorted(unknown)}")
         if not np.isfinite(frames).all():
             problems.append("non-finite frames")
-    if problems:
-        raise CacheError(f"{path}: invalid feature cache: {'; '.join(problems)}")
-
-    bounds = np.concatenate([[0], np.cumsum(lengths)])
-    sequences = [frames[bounds[i] : bounds[i + 1]] for i in range(n)]
-    grouping = _stored_grouping(meta)
-    return FeatureSet(
-        files=arrays["files"].tolist(),
-        classes=arrays["classes"],
-        groups=arrays["groups"] if grouping.grouped else None,
-        sequences=sequences,
-        original_rates=arrays["original_rates"],
-        durations=arrays["durations"],
-        hashes=arrays["hashes"].tolist(),
-        config=config,
-        signatures=signatures if signatures.shape[1] else None,
-        grouping=grouping,
-        skipped=dict(zip(skipped_files.tolist(), skipped_reasons.tolist())),
-        complete=bool(meta.get("complete", False)),
-        meta={k: meta[k] for k in ("labels", "labels_sha1", "data_dir", "layout") if k in meta},
-    )
+    return problems
 
 
 def _stored_grouping(meta: dict) -> Grouping:

@@ -24,9 +24,11 @@ scheme (ICBHI 2017, SPRSound), else they are inferred from the audio
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
@@ -104,17 +106,48 @@ class LabelTable:
     grouping: Grouping = Grouping()
 
 
+_BOMS = (
+    (b"\xff\xfe\x00\x00", "utf-32-le", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "utf-32-be", "UTF-32"),
+    (b"\xef\xbb\xbf", "utf-8", "UTF-8"),
+    (b"\xff\xfe", "utf-16-le", "UTF-16"),
+    (b"\xfe\xff", "utf-16-be", "UTF-16"),
+)
+
+
+def _decode_labels(path: Path, raw: bytes) -> str:
+    """The text of a labels file: UTF-8, or UTF-16/32 with a byte-order mark, else Latin-1.
+
+    A UTF-16 file without a byte-order mark (every other byte NUL) is refused by name.
+    """
+    for bom, codec, name in _BOMS:
+        if raw.startswith(bom):
+            try:
+                return raw[len(bom) :].decode(codec)
+            except UnicodeDecodeError as exc:
+                raise LabelsFileError(
+                    f"{path}: labels file starts with a {name} byte-order mark but is not valid {name} "
+                    f"(byte {exc.start + len(bom)}); save it as UTF-8"
+                ) from None
+    head = raw[:4096]
+    if b"\x00" in head and (head[1::2].count(0) > len(head) // 4 or head[0::2].count(0) > len(head) // 4):
+        raise LabelsFileError(f"{path}: labels file looks like UTF-16 without a byte-order mark; save it as UTF-8")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
 def _read_table(path: Path) -> pd.DataFrame:
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise LabelsFileError(f"{path}: cannot read labels file ({exc.strerror or exc})") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")
+    text = _decode_labels(path, raw)
     if not text.strip():
         raise LabelsFileError(f"{path}: labels file is empty")
+    if "\x00" in text:
+        raise LabelsFileError(f"{path}: labels file holds NUL bytes; it is not a text table (save it as CSV, UTF-8)")
     first_line = text.lstrip().splitlines()[0]
     try:
         delimiter = csv.Sniffer().sniff(first_line, delimiters=",;\t|").delimiter
@@ -199,14 +232,19 @@ def read_labels(
             # The check is lexical: a labels file cannot point outside the data
             # directory, but links the user placed inside it are followed (data
             # collections are often assembled from links).
-            if base is not None and not (base / rel).is_file():
-                raise ValueError("missing file")
+            problem = _file_problem(base / rel) if base is not None else None
+            if problem:
+                raise ValueError(problem)
         except ValueError as exc:
             skipped.append({"file": name, "reason": str(exc)})
             continue
         group = None if group_col is None else (str(record.get(group_col, "")).strip() or None)
         kept.append({"file": rel, "class": label_class, "group": group})
+    if not kept:
+        raise LabelsFileError(f"{path}: no usable row ({_why_no_rows(skipped)})")
     rows = _without_duplicates(pd.DataFrame(kept, columns=["file", "class", "group"]), skipped)
+    if not len(rows):
+        raise LabelsFileError(f"{path}: no usable row ({_why_no_rows(skipped)})")
     if group_col is None and spec.kind in ("auto", "regex"):
         grouping = _groups_from_file_names(rows, spec.pattern)
     if group_col is not None and len(rows) and rows["group"].isna().any():
@@ -219,6 +257,41 @@ def read_labels(
         layout=columns.layout,
         grouping=grouping,
     )
+
+
+def _file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a clip (``missing file``, ``a directory`` ...), or None when it can."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "broken symbolic link" if os.path.islink(path) else "missing file"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop"
+        if exc.errno == errno.ENAMETOOLONG:
+            return f"file name too long ({len(str(path))} characters)"
+        if exc.errno == errno.ENOTDIR:
+            return "missing file (a folder of its path is a file)"
+        return f"cannot read: {exc.strerror or exc}"
+    except ValueError as exc:  # embedded NUL, unencodable characters
+        return f"not a usable file name ({exc})"
+    if stat.S_ISDIR(mode):
+        return "a directory, not a file"
+    if not stat.S_ISREG(mode):
+        return "not a regular file"
+    return None
+
+
+def _why_no_rows(skipped: list[dict[str, str]]) -> str:
+    """Why a labels file gave no usable row: 'it has a header but no data row', or 'all 3 rows skipped: ...'."""
+    if not skipped:
+        return "it has a header but no data row"
+    counts: dict[str, int] = {}
+    for entry in skipped:
+        reason = re.sub(r"\s*[:('].*", "", entry["reason"]) or entry["reason"]
+        counts[reason] = counts.get(reason, 0) + 1
+    listed = ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items(), key=lambda kv: -kv[1])[:5])
+    return f"all {len(skipped)} rows skipped: {listed}"
 
 
 @dataclass(frozen=True)

@@ -130,7 +130,10 @@ def load_model(path: str | os.PathLike[str]) -> tuple[HMMClassifier, Any]:
         model.class_log_prior_[[CLASSES.index(name) for name in absent]] = -np.inf
         rule_arrays = {k[len(DECISION_PREFIX) :]: v for k, v in arrays.items() if k.startswith(DECISION_PREFIX)}
         rule = rule_from_arrays(rule_name, rule_arrays, **model.config.rule_options())
-        rule.report = dict(meta.get("fit_report", {}).get("decision") or rule.report)
+        fit_report = meta.get("fit_report", {})
+        if not isinstance(fit_report, dict) or not isinstance(fit_report.get("decision") or {}, dict):
+            raise ValueError("fit_report must be a JSON object")
+        rule.report = dict(fit_report.get("decision") or rule.report)
         model.decision_rule_ = rule
         model.hmms_ = [None if name in absent else hmm_from_arrays(arrays, name, n_features) for name in CLASSES]
     except (ValueError, TypeError, KeyError) as exc:

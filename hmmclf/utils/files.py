@@ -62,28 +62,47 @@ def directory_lock(directory: str | os.PathLike[str], what: str) -> Iterator[Non
     """Hold an exclusive advisory lock on ``directory`` or raise :class:`BusyError`.
 
     The lock is an ``flock`` on ``<directory>/.lock``; the kernel releases it
-    when the process dies, so a killed run never leaves a stale lock behind.
+    when the process dies, so a killed run never leaves a stale lock behind
+    (only, after a kill, an empty ``.lock`` file that the next run reuses).
+    A run that ends normally removes the file while it still holds the lock;
+    a run that got the lock on a file removed meanwhile (its inode is no
+    longer ``.lock``) lets it go and locks the new file instead.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     lock_path = directory / ".lock"
-    fh = open(lock_path, "a+")
     try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: fall back to no lock
+        fcntl = None
+    while True:
+        fh = open(lock_path, "a+")
+        if fcntl is None:  # pragma: no cover
+            break
         try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows: fall back to no lock
-            fcntl = None
-        if fcntl is not None:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise BusyError(
-                    f"{directory}: another hmmclf {what} is writing here; "
-                    "wait for it to finish or choose another output directory"
-                ) from None
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            raise BusyError(
+                f"{directory}: another hmmclf {what} is writing here; "
+                "wait for it to finish or choose another output directory"
+            ) from None
+        try:
+            same = os.stat(lock_path).st_ino == os.fstat(fh.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        fh.close()  # removed by the run that held it: lock the new one
+    try:
         yield
     finally:
-        fh.close()
+        try:
+            if fcntl is not None:
+                with contextlib.suppress(OSError):
+                    lock_path.unlink()
+        finally:
+            fh.close()
 
 
 def save_npz(path: str | os.PathLike[str], arrays: dict) -> None:
@@ -102,7 +121,9 @@ def load_npz(path: str | os.PathLike[str], error: type[Exception], what: str, hi
     without unpickling (object arrays), a truncated or non-zip file raises
     ``error`` naming it "damaged or foreign". Nothing in it is executed.
     """
+    import struct
     import zipfile
+    import zlib
 
     import numpy as np
 
@@ -112,7 +133,18 @@ def load_npz(path: str | os.PathLike[str], error: type[Exception], what: str, hi
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+    # A damaged zip reaches zipfile's and zlib's own errors (an unknown compression method is a
+    # NotImplementedError, a bad deflate stream a zlib.error, a short header a struct.error).
+    except (
+        ValueError,
+        OSError,
+        EOFError,
+        zipfile.BadZipFile,
+        KeyError,
+        NotImplementedError,
+        zlib.error,
+        struct.error,
+    ) as exc:
         raise error(f"{path}: damaged or foreign {what} ({str(exc).splitlines()[0]})") from None
 
 

@@ -227,6 +227,7 @@ def _here_and_in_workers(func: Callable[[T], R], items: Sequence[T], n_workers: 
     dispatcher_done = False
     dispatcher = threading.Thread(target=dispatch, name="hmmclf-dispatch", daemon=True)
     dispatcher.start()
+    interrupted = False
     try:
         with threadpool_limits(1):
             while True:
@@ -236,11 +237,18 @@ def _here_and_in_workers(func: Callable[[T], R], items: Sequence[T], n_workers: 
                 yield index, func(items[index])
                 yield from received(block=False)
         yield from received(block=True)
+    except KeyboardInterrupt:
+        # Ctrl-C: the tasks running in workers are not waited for. Workers
+        # ignore SIGINT (see _ignore_sigint), so they are killed here.
+        interrupted = True
+        counter.stopped = True
+        kill_workers()
+        raise
     finally:
         # On an error (here or in a worker) no new task starts; the tasks
         # already running in workers finish before this returns.
         counter.stopped = True
-        dispatcher.join()
+        dispatcher.join(timeout=_INTERRUPT_JOIN_SECONDS if interrupted else None)
 
 
 _executor_lock = threading.Lock()
@@ -253,8 +261,65 @@ def _local_executor(n_workers: int):
     from joblib.externals.loky import get_reusable_executor
 
     with _executor_lock:
-        _executor = get_reusable_executor(max_workers=n_workers, timeout=_WORKER_IDLE_SECONDS, env=_WORKER_ENV)
+        _executor = get_reusable_executor(
+            max_workers=n_workers, timeout=_WORKER_IDLE_SECONDS, env=_WORKER_ENV, initializer=_ignore_sigint
+        )
         return _executor
+
+
+_INTERRUPT_JOIN_SECONDS = 5.0
+
+
+def _ignore_sigint() -> None:
+    """Worker initializer: Ctrl-C reaches every process of the terminal's process group, but only the
+    calling process acts on it (it kills the workers). A worker interrupted inside loky's result queue
+    would leave the pool unable to report, and the caller waiting for it forever.
+
+    A worker also exits by itself within half a second of its parent's death (a parent killed
+    by SIGKILL, or one that exited before it could kill a worker it was just starting).
+    """
+    import signal
+    import time
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="hmmclf-parent-watch", daemon=True).start()
+
+
+def kill_workers() -> None:
+    """Kill (SIGKILL) the local worker processes now and forget the pool; for Ctrl-C.
+
+    Their running tasks are lost; the next :func:`parallel_map` starts a new pool.
+    """
+    global _executor
+    if not _executor_lock.acquire(timeout=1.0):  # pragma: no cover - held by an interrupted frame
+        return
+    try:
+        executor, _executor = _executor, None
+    finally:
+        _executor_lock.release()
+    try:  # loky's own handle too: a pool being started when the Ctrl-C came is not in ours yet
+        from joblib.externals.loky import reusable_executor
+
+        executors = {id(e): e for e in (executor, getattr(reusable_executor, "_executor", None)) if e is not None}
+    except ImportError:  # pragma: no cover
+        executors = {id(executor): executor} if executor is not None else {}
+    for executor in executors.values():
+        _kill_pool(executor)
+
+
+def _kill_pool(executor) -> None:
+    for process in list(getattr(executor, "_processes", {}).values()):
+        with contextlib.suppress(Exception):
+            process.kill()
+    with contextlib.suppress(Exception):
+        executor.shutdown(wait=False, kill_workers=True)
 
 
 def start_workers(n_jobs: int | None, modules: Sequence[str]) -> None:
