@@ -337,6 +337,13 @@ def extract(
     default=None,
     help="Repeat the CV with seeds SEED, SEED+1, ... [default: 1]",
 )
+@click.option(
+    "--dead-zone",
+    type=click.Choice(["auto", "on", "off"]),
+    default=None,
+    help="Leave out of each training part the clips that sound like the test part's recordings "
+    "[default: auto = on when the groups are inferred from the audio].",
+)
 @_data_options
 @_model_options
 @_jobs_option
@@ -348,6 +355,7 @@ def cv(
     out_dir,
     config_path,
     repeats,
+    dead_zone,
     data_dir,
     labels_csv,
     groups,
@@ -375,7 +383,13 @@ def cv(
         from .pipeline import new_report_dir, run_cv
 
         experiment = _experiment(
-            config_path, folds=folds, seed=seed, repeats=repeats, n_states=states, topology=topology
+            config_path,
+            folds=folds,
+            seed=seed,
+            repeats=repeats,
+            dead_zone=dead_zone,
+            n_states=states,
+            topology=topology,
         )
         out = Path(out_dir) if out_dir else new_report_dir(prefix=f"cv-{experiment.name}" if config_path else "cv")
         try:

@@ -17,6 +17,7 @@ Layout (every table and key optional; what is left out keeps its default)::
     folds = 5
     seed = 0
     repeats = 1
+    dead_zone = "auto"  # or "on", "off" (see hmmclf.evaluation.dead_zone)
 
 Read with the standard library's ``tomllib`` (``tomli`` on Python 3.10).
 
@@ -46,8 +47,11 @@ class CVSettings:
     folds: int = 5
     seed: int = 0
     repeats: int = 1
+    dead_zone: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.dead_zone not in ("auto", "on", "off"):
+            raise ValueError(f"[cv] dead_zone must be 'auto', 'on' or 'off', got {self.dead_zone!r}")
         for name, low in (("folds", 2), ("seed", None), ("repeats", 1)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or (low is not None and value < low):
@@ -65,16 +69,21 @@ class Experiment:
     cv: CVSettings = field(default_factory=CVSettings)
 
     def with_overrides(
-        self, *, folds: int | None = None, seed: int | None = None, repeats: int | None = None, **model: Any
+        self,
+        *,
+        folds: int | None = None,
+        seed: int | None = None,
+        repeats: int | None = None,
+        dead_zone: str | None = None,
+        **model: Any,
     ) -> Experiment:
         """A copy with what the command line gave; ``None`` keeps the experiment's value.
 
         The one rule for every command: a value given on the command line wins
         over the experiment file, which wins over the built-in default.
         """
-        cv = dataclasses.replace(
-            self.cv, **{k: v for k, v in (("folds", folds), ("seed", seed), ("repeats", repeats)) if v is not None}
-        )
+        given = {"folds": folds, "seed": seed, "repeats": repeats, "dead_zone": dead_zone}
+        cv = dataclasses.replace(self.cv, **{k: v for k, v in given.items() if v is not None})
         return dataclasses.replace(self, model=self.model.with_overrides(**model), cv=cv)
 
     def to_dict(self) -> dict[str, Any]:

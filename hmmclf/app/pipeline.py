@@ -225,6 +225,7 @@ def _run_cv(
                     # Baselines on every repeat's folds: a model must beat them by more than the seed spread.
                     baselines=True,
                     leakage=(r == 0),
+                    dead_zone=experiment.cv.dead_zone,
                 )
             )
         except ValueError as exc:

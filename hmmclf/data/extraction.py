@@ -27,8 +27,9 @@ from ..utils.errors import AudioError, CacheError
 from ..utils.files import atomic_open, directory_lock
 from ..utils.parallel import parallel_map, resolve_jobs
 from .audio import DEFAULT_MAX_SECONDS, load_clip
+from .channel import channel_statistics, probe_config
 from .feature_store import CACHE_FILE, FeatureSet, load_feature_set, save_feature_set
-from .features import FeatureConfig, compute_features
+from .features import FeatureConfig, compute_features, power_spectrogram
 from .groups import clip_signature
 from .labels import LabelTable, read_labels
 
@@ -52,6 +53,7 @@ class ClipResult:
     original_rate: int = 0
     duration: float = 0.0
     signature: np.ndarray | None = None
+    channel: np.ndarray | None = None
     skip_reason: str | None = None
     sha1: str | None = None
 
@@ -80,12 +82,17 @@ def clip_features(path: str, config: FeatureConfig, max_seconds: float = DEFAULT
     """
     clip = load_clip(path, config.sample_rate, max_seconds=max_seconds)
     try:
-        features = compute_features(clip.samples, config)
+        samples = np.asarray(clip.samples, dtype=np.float32)
+        power = power_spectrogram(samples, config.frame_length, config.hop_length)
+        features = compute_features(samples, config, power=power)
         # The recording's channel, measured before cepstral mean normalisation removes it.
-        signature = clip_signature(clip.samples, config.sample_rate, clip.original_rate)
+        probe = probe_config(config.sample_rate)
+        same_frames = (probe.frame_length, probe.hop_length) == (config.frame_length, config.hop_length)
+        signature = clip_signature(clip.samples, config.sample_rate, clip.original_rate, power if same_frames else None)
+        channel = channel_statistics(samples, config.sample_rate, power if same_frames else None)
     except ValueError as exc:
         raise AudioError(path, str(exc)) from None
-    return ClipResult(features, clip.original_rate, clip.duration, signature)
+    return ClipResult(features, clip.original_rate, clip.duration, signature, channel)
 
 
 def features_of_chunk(task: ChunkTask) -> list[ClipResult]:
@@ -223,9 +230,12 @@ def _reusable_clips(cache_path: Path, config: FeatureConfig, notes: list[str]) -
     if old.config != config:
         notes.append("feature config changed: every clip is recomputed")
         return {}
+    if old.channel is None:
+        notes.append("cache of an older hmmclf (no channel statistics): every clip is recomputed")
+        return {}
     return {
         (file, old.hashes[i]): ClipResult(
-            old.sequences[i], int(old.original_rates[i]), float(old.durations[i]), old.signatures[i]
+            old.sequences[i], int(old.original_rates[i]), float(old.durations[i]), old.signatures[i], old.channel[i]
         )
         for i, file in enumerate(old.files)
     }
@@ -297,6 +307,9 @@ class _ExtractionRun:
             config=self.config,
             # (0, 0) when no clip is usable: reshape(0, -1) cannot infer a width.
             signatures=np.array([results[i].signature for i in ok], dtype=np.float32).reshape(len(ok), -1)
+            if ok
+            else np.zeros((0, 0), dtype=np.float32),
+            channel=np.array([results[i].channel for i in ok], dtype=np.float32).reshape(len(ok), -1)
             if ok
             else np.zeros((0, 0), dtype=np.float32),
             skipped={skip["file"]: skip["reason"] for skip in self.audio_skips()},

@@ -36,7 +36,8 @@ from .labels import LabelTable
 CACHE_FILE = "features.npz"
 CACHE_FORMAT = "hmmclf-features"
 # Version 2 (hmmclf 0.3): per-clip "classes" (was "states"), signatures, skipped files, group source.
-# Version 3 (hmmclf 0.4): the grouping as one JSON object (0.3 stored three loose strings).
+# Version 3 (hmmclf 0.4): the grouping as one JSON object (0.3 stored three loose strings), and
+# per-clip channel statistics for the leakage audit (a version-2 cache is read without them).
 CACHE_FORMAT_VERSION = 3
 READABLE_CACHE_FORMAT_VERSIONS = (2, 3)
 
@@ -64,6 +65,9 @@ class FeatureSet:
     config : FeatureConfig
     signatures : numpy.ndarray
         (n_clips, n) recording signatures (see :func:`hmmclf.data.groups.clip_signature`).
+    channel : numpy.ndarray or None
+        (n_clips, CHANNEL_WIDTH) channel statistics for the leakage audit
+        (see :mod:`hmmclf.data.channel`); None in a cache of hmmclf 0.3.
     grouping : Grouping
         Where the groups come from (see :mod:`hmmclf.data.grouping`).
     skipped : dict of str to str
@@ -81,6 +85,7 @@ class FeatureSet:
     hashes: list[str]
     config: FeatureConfig
     signatures: np.ndarray | None = None
+    channel: np.ndarray | None = None
     grouping: Grouping = Grouping()
     skipped: dict[str, str] = field(default_factory=dict)
     complete: bool = True
@@ -139,6 +144,7 @@ class FeatureSet:
             hashes=[self.hashes[i] for i in index],
             config=self.config,
             signatures=None if self.signatures is None else self.signatures[index],
+            channel=None if self.channel is None else self.channel[index],
             grouping=grouping,
             skipped={f: r for f, r in self.skipped.items() if f in listed},
             complete=self.complete,
@@ -180,6 +186,7 @@ def save_feature_set(features: FeatureSet, path: str | os.PathLike[str]) -> None
     )
     groups = features.groups if features.groups is not None else np.full(len(features), "", dtype=str)
     signatures = features.signatures if features.signatures is not None else np.zeros((len(features), 0))
+    channel = features.channel if features.channel is not None else np.zeros((len(features), 0))
     save_npz(
         path,
         {
@@ -192,6 +199,7 @@ def save_feature_set(features: FeatureSet, path: str | os.PathLike[str]) -> None
             "durations": np.asarray(features.durations, dtype=np.float64),
             "hashes": np.array(features.hashes, dtype=str),
             "signatures": np.asarray(signatures, dtype=np.float32).reshape(len(features), -1),
+            "channel": np.asarray(channel, dtype=np.float32).reshape(len(features), -1),
             "skipped_files": np.array(list(features.skipped), dtype=str),
             "skipped_reasons": np.array(list(features.skipped.values()), dtype=str),
             "meta": np.array(json.dumps(meta)),
@@ -224,6 +232,7 @@ def load_feature_set(path: str | os.PathLike[str]) -> FeatureSet:
     frames, lengths = arrays["frames"], arrays["lengths"]
     n = len(lengths)
     signatures = arrays["signatures"]
+    channel = arrays.get("channel")
     skipped_files, skipped_reasons = arrays["skipped_files"], arrays["skipped_reasons"]
     bounds = np.concatenate([[0], np.cumsum(lengths)])
     sequences = [frames[bounds[i] : bounds[i + 1]] for i in range(n)]
@@ -238,6 +247,7 @@ def load_feature_set(path: str | os.PathLike[str]) -> FeatureSet:
         hashes=arrays["hashes"].tolist(),
         config=config,
         signatures=signatures if signatures.shape[1] else None,
+        channel=channel if channel is not None and channel.shape[1] else None,
         grouping=grouping,
         skipped=dict(zip(skipped_files.tolist(), skipped_reasons.tolist())),
         complete=bool(meta.get("complete", False)),
@@ -297,6 +307,11 @@ def _array_problems(arrays: dict[str, np.ndarray], config: FeatureConfig) -> lis
         problems.append(f"signatures have dtype {signatures.dtype} shape {signatures.shape}, expected float32 ({n}, *)")
     elif not np.isfinite(signatures).all():
         problems.append("non-finite signatures")
+    channel = arrays.get("channel")
+    if channel is not None and (channel.dtype != np.float32 or channel.ndim != 2 or channel.shape[0] != n):
+        problems.append(f"channel has dtype {channel.dtype} shape {channel.shape}, expected float32 ({n}, *)")
+    elif channel is not None and not np.isfinite(channel).all():
+        problems.append("non-finite channel statistics")
     skipped_files, skipped_reasons = arrays["skipped_files"], arrays["skipped_reasons"]
     kinds = skipped_files.dtype.kind + skipped_reasons.dtype.kind
     if skipped_files.ndim != 1 or skipped_files.shape != skipped_reasons.shape or kinds != "UU":

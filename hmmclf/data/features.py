@@ -251,7 +251,7 @@ def _highpass(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     return sosfilt(_highpass_sos(sample_rate), samples)
 
 
-def compute_features(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
+def compute_features(samples: np.ndarray, config: FeatureConfig, power: np.ndarray | None = None) -> np.ndarray:
     """Frame features of one clip.
 
     Parameters
@@ -259,6 +259,9 @@ def compute_features(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
     samples : numpy.ndarray
         Mono samples at ``config.sample_rate``.
     config : FeatureConfig
+    power : numpy.ndarray, optional
+        The clip's :func:`power_spectrogram` with ``config``'s frame and hop,
+        when the caller has it already (it is computed otherwise).
 
     Returns
     -------
@@ -282,7 +285,10 @@ def compute_features(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
     if frames < config.min_frames:
         seconds = samples.size / config.sample_rate
         raise ValueError(f"too short ({seconds:.3f} s gives {frames} frames < {config.min_frames})")
-    power = power_spectrogram(samples, config.frame_length, config.hop_length)
+    if power is None:
+        power = power_spectrogram(samples, config.frame_length, config.hop_length)
+    elif power.shape != (config.frame_length // 2 + 1, frames):
+        raise ValueError(f"power spectrogram of shape {power.shape} does not fit this clip and config")
     mel = mel_filterbank(config.sample_rate, config.frame_length, config.n_mels, config.fmin, config.fmax) @ power
     mfcc = dct(power_to_db(mel), axis=0, type=2, norm="ortho")[: config.n_mfcc]
     if config.cepstral_mean_norm:

@@ -16,6 +16,8 @@ balance between folds, a recording split over two groups leaks.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .features import power_spectrogram
@@ -27,17 +29,25 @@ CLIPS_PER_GROUP = 25
 """Target mean group size of :func:`infer_groups`."""
 
 
-def _band_index(n_bins: int, sample_rate: int) -> list[np.ndarray]:
+@functools.lru_cache(maxsize=16)
+def band_index(n_bins: int, sample_rate: int) -> tuple[slice, ...]:
+    """The FFT bins of each signature band, as slices (a band's bins are consecutive); cached per shape."""
     freqs = np.fft.rfftfreq(2 * (n_bins - 1), 1.0 / sample_rate)
     edges = np.geomspace(*_BAND_EDGES_HZ, SIGNATURE_BANDS + 1)
     bands = []
     for lo, hi in zip(edges[:-1], edges[1:]):
         inside = np.flatnonzero((freqs >= lo) & (freqs < hi))
-        bands.append(inside if len(inside) else np.array([int(np.argmin(np.abs(freqs - (lo + hi) / 2)))]))
-    return bands
+        if not len(inside):
+            inside = np.array([int(np.argmin(np.abs(freqs - (lo + hi) / 2)))])
+        bands.append(slice(int(inside[0]), int(inside[-1]) + 1))
+    return tuple(bands)
 
 
-def _percentiles(values: np.ndarray, percents: tuple[float, ...]) -> list[np.ndarray]:
+def _to_db(power: np.ndarray) -> np.ndarray:
+    return 10.0 * np.log10(power + 1e-12)
+
+
+def _percentiles(values: np.ndarray, percents: tuple[float, ...], transform=None) -> list[np.ndarray]:
     """Per-row percentiles with numpy's default linear interpolation, by partial sorting.
 
     The same numbers as ``np.percentile(values, percents, axis=1)`` (to rounding) in about half
@@ -47,11 +57,18 @@ def _percentiles(values: np.ndarray, percents: tuple[float, ...]) -> list[np.nda
     positions = [(n - 1) * p / 100.0 for p in percents]
     below = [int(np.floor(x)) for x in positions]
     above = [min(k + 1, n - 1) for k in below]
-    ordered = np.partition(values, sorted(set(below + above)), axis=1)
+    kth = sorted(set(below + above))
+    ordered = np.partition(values, kth, axis=1)
+    if transform is not None:
+        # A monotonic transform commutes with order statistics: apply it to the selected columns only.
+        picked = {k: transform(ordered[:, k]) for k in kth}
+        return [picked[lo] + (picked[hi] - picked[lo]) * (x - lo) for x, lo, hi in zip(positions, below, above)]
     return [ordered[:, lo] + (ordered[:, hi] - ordered[:, lo]) * (x - lo) for x, lo, hi in zip(positions, below, above)]
 
 
-def clip_signature(samples: np.ndarray, sample_rate: int, original_rate: int) -> np.ndarray:
+def clip_signature(
+    samples: np.ndarray, sample_rate: int, original_rate: int, power: np.ndarray | None = None
+) -> np.ndarray:
     """The channel signature of one clip: what its recording, not its breath sound, imprints.
 
     Parameters
@@ -62,6 +79,9 @@ def clip_signature(samples: np.ndarray, sample_rate: int, original_rate: int) ->
     sample_rate : int
     original_rate : int
         The file's own sample rate, which identifies the recording device.
+    power : numpy.ndarray, optional
+        The clip's power spectrogram in 64 ms frames every 20 ms (the
+        features' own, at their default frames), instead of computing it again.
 
     Returns
     -------
@@ -86,11 +106,17 @@ def clip_signature(samples: np.ndarray, sample_rate: int, original_rate: int) ->
     samples = np.asarray(samples, dtype=np.float64)
     if samples.ndim != 1 or len(samples) < frame:
         raise ValueError(f"too short for a signature (fewer than {frame} samples)")
-    power_db = 10.0 * np.log10(power_spectrogram(samples, frame, hop) + 1e-12)  # (bins, frames)
-    low, high = _percentiles(power_db, (10, 90))
-    bands = _band_index(power_db.shape[0], sample_rate)
-    floor = np.array([low[b].mean() for b in bands])
-    loud = np.array([high[b].mean() for b in bands])
+    if power is None or power.shape[0] != frame // 2 + 1:
+        power = power_spectrogram(samples, frame, hop)  # (bins, frames)
+    # Percentiles of the dB values from the order statistics of the power itself (dB is
+    # monotonic): only the selected columns are converted to dB.
+    low, high = _percentiles(power, (10, 90), transform=_to_db)
+    bands = band_index(power.shape[0], sample_rate)
+    # Per band, the mean of the floor row and of the loud row: np.add.reduce over each band's
+    # contiguous bins, then a division, is what ndarray.mean computes, without its overhead.
+    both = np.stack([low, high])
+    means = np.stack([np.add.reduce(both[:, b], axis=1) / (b.stop - b.start) for b in bands], axis=1)
+    floor, loud = means[0], means[1]
     return np.concatenate([floor, loud, [np.log2(original_rate)]]).astype(np.float32)
 
 

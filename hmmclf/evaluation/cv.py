@@ -16,6 +16,7 @@ from ..task.classes import CLASSES
 from ..task.metrics import icbhi_metrics
 from ..task.splits import make_folds
 from .baselines import baseline_predictions
+from .dead_zone import K_NEIGHBOUR, channel_space, dead_zone_folds, dead_zone_radius
 from .leakage import leakage_audit
 
 
@@ -142,12 +143,18 @@ def cross_validate(
     progress: Callable[[str, int, int], None] | None = None,
     baselines: bool = True,
     leakage: bool = True,
+    dead_zone: str = "auto",
 ) -> CVResult:
     """Stratified, patient-grouped K-fold cross-validation of ``estimator`` on ``features``.
 
     Each fold fits ``sklearn.base.clone(estimator)`` on its training part only
     (feature standardisation included), so nothing of a test fold leaks into
     its model. Folds are grouped by ``features.groups`` when present.
+
+    ``dead_zone``: ``"on"`` leaves out of each training part the clips that
+    sound like the test part's recordings (:mod:`hmmclf.evaluation.dead_zone`),
+    ``"off"`` does not, ``"auto"`` does when the groups were inferred from the
+    audio (a patient column needs no dead zone).
 
     Returns
     -------
@@ -159,13 +166,20 @@ def cross_validate(
     started = time.perf_counter()
     notes = _grouping_notes(features)
     folds = make_folds(features.classes, features.groups, n_folds, seed)
+    grouped_folds, zone = folds, _dead_zone(features, folds, dead_zone, seed)
+    if zone is not None:
+        folds = zone.pop("folds")
+        notes.append(
+            f"dead zone: each training part leaves out the clips within the channel radius of its test part "
+            f"({100 * zone['dropped']:.0f} % of training clips on average)"
+        )
     models, fold_baselines = _run_folds(features, estimator, folds, seed, n_jobs, progress, baselines)
     fold_results = [
         _fold_result(k, features, train, test, model, base)
         for k, ((train, test), model, base) in enumerate(zip(folds, models, fold_baselines))
     ]
     table = prediction_table(features, folds, models)
-    audit = leakage_audit(features, folds, seed) if leakage else None
+    audit = leakage_audit(features, folds, seed, grouped_folds=grouped_folds if zone else None) if leakage else None
     if audit and audit["warning"]:
         notes.append(audit["warning"])
     pooled_baselines = {}
@@ -181,11 +195,26 @@ def cross_validate(
         baselines=pooled_baselines,
         grouping=features.grouping,
         n_groups=features.n_groups,
-        config=_run_config(features, estimator, n_folds, seed),
+        config={**_run_config(features, estimator, n_folds, seed), "dead_zone": zone},
         seconds=time.perf_counter() - started,
         warnings=notes,
         leakage=audit,
     )
+
+
+def _dead_zone(
+    features: FeatureSet, folds: list[tuple[np.ndarray, np.ndarray]], mode: str, seed: int
+) -> dict[str, Any] | None:
+    """The dead zone's folds, radius and share of training clips dropped, or None when there is none."""
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"dead_zone must be 'auto', 'on' or 'off', got {mode!r}")
+    wanted = mode == "on" or (mode == "auto" and features.grouping.kind == "inferred")
+    space = channel_space(features) if wanted else None
+    if space is None:
+        return None
+    radius = dead_zone_radius(space, seed=seed)
+    zoned, dropped = dead_zone_folds(space, folds, radius)
+    return {"folds": zoned, "radius": round(radius, 4), "dropped": round(dropped, 4), "k_neighbour": K_NEIGHBOUR}
 
 
 def _grouping_notes(features: FeatureSet) -> list[str]:

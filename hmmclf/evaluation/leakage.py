@@ -12,12 +12,19 @@ from typing import Any
 
 import numpy as np
 
+from ..data.channel import VIEWS
 from ..data.feature_store import FeatureSet
 from ..task.metrics import icbhi_metrics
 from ..task.splits import make_folds
 from .baselines import clip_statistics
 
-LEAKAGE_PROBE = "1-nearest-neighbour on per-clip MFCC mean/std and recording signature"
+PROBE_VIEWS = {
+    "mfcc": "clip MFCC mean and std, no mean normalisation",
+    "signature": "recording signature",
+    "ltas": "long-term average spectrum",
+    "model": "the model's own features (after mean normalisation)",
+}
+"""What each probe of the audit reads; the first three keep the recording channel."""
 # A grouping that moves a memorising probe by less than this (Score points)
 # while plain folds let it score this far above 50 has probably not separated recordings.
 LEAKAGE_SMALL_GAP, LEAKAGE_MEMORISER_ADVANTAGE = 3.0, 10.0
@@ -44,48 +51,80 @@ def nearest_neighbour_score(
     return float(icbhi_metrics(classes, predicted.astype(str))["score"])
 
 
-def leakage_audit(features: FeatureSet, folds: list[tuple[np.ndarray, np.ndarray]], seed: int) -> dict[str, Any]:
+def probe_views(features: FeatureSet) -> dict[str, np.ndarray]:
+    """The per-clip statistics each probe reads (those the cache holds)."""
+    views = {}
+    if features.channel is not None:
+        views["mfcc"] = features.channel[:, VIEWS["mfcc"]]
+    if features.signatures is not None:
+        views["signature"] = features.signatures
+    if features.channel is not None:
+        views["ltas"] = features.channel[:, VIEWS["ltas"]]
+    views["model"] = clip_statistics(features.sequences)
+    return {name: np.asarray(view, dtype=np.float64) for name, view in views.items()}
+
+
+def leakage_audit(
+    features: FeatureSet,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    seed: int,
+    grouped_folds: list[tuple[np.ndarray, np.ndarray]] | None = None,
+) -> dict[str, Any]:
     """How much the folds used let a memorising model gain, against plain stratified folds.
 
-    The probe (:func:`nearest_neighbour_score` on per-clip feature means and
-    standard deviations plus the recording signature of :mod:`hmmclf.data.groups`)
-    is scored under ``folds`` and
-    under plain stratified folds of the same size and seed. ``gap`` (plain
-    minus used, in Score points) is the optimism that plain folds would carry
-    on these data and that the folds used remove.
+    A 1-nearest-neighbour probe (:func:`nearest_neighbour_score`) reads, in
+    turn, each view of :func:`probe_views`: three that keep the recording
+    channel (MFCC statistics without mean normalisation, the recording
+    signature, the long-term average spectrum) and the model's own features.
+    Each is scored under ``folds`` and under plain stratified folds of the
+    same size and seed; the view that scores highest under ``folds`` (the
+    memoriser that recognises recordings best) gives the verdict. With a dead
+    zone, ``grouped_folds`` are the folds before it, also scored.
 
     Returns
     -------
     dict
-        ``probe``, ``score_folds_used``, ``score_plain_folds``, ``gap`` (Score
-        points), ``grouped`` and ``warning`` (a sentence, or None).
+        ``views`` (per view: ``probe``, ``score_folds_used``,
+        ``score_plain_folds``, ``gap``, and ``score_grouped_folds`` with a dead
+        zone), ``worst`` (the view driving the verdict) and its figures at the
+        top level, ``grouped``, ``warning`` (a sentence, or None).
     """
-    statistics = clip_statistics(features.sequences)
-    if features.signatures is not None:
-        # The channel signature is what cycles of one recording share most
-        # (cepstral mean normalisation removes it from the features).
-        statistics = np.hstack([statistics, features.signatures])
-    used = 100 * nearest_neighbour_score(statistics, features.classes, folds)
-    plain_folds = make_folds(features.classes, None, len(folds), seed) if features.groups is not None else folds
-    plain = 100 * nearest_neighbour_score(statistics, features.classes, plain_folds)
-    gap = plain - used
-    warning = None
-    if features.groups is None:
-        warning = (
+    grouped = features.groups is not None
+    plain_folds = make_folds(features.classes, None, len(folds), seed) if grouped else folds
+    views = {}
+    for name, statistics in probe_views(features).items():
+        used = 100 * nearest_neighbour_score(statistics, features.classes, folds)
+        plain = 100 * nearest_neighbour_score(statistics, features.classes, plain_folds)
+        views[name] = {
+            "probe": f"1-nearest-neighbour on the {PROBE_VIEWS[name]}",
+            "score_folds_used": round(used, 2),
+            "score_plain_folds": round(plain, 2),
+            "gap": round(plain - used, 2),
+        }
+        if grouped_folds is not None:
+            before = 100 * nearest_neighbour_score(statistics, features.classes, grouped_folds)
+            views[name]["score_grouped_folds"] = round(before, 2)
+    worst = max(views, key=lambda name: views[name]["score_folds_used"])
+    top = views[worst]
+    return {
+        **top,
+        "views": views,
+        "worst": worst,
+        "grouped": grouped,
+        "warning": _warning(grouped, top["score_folds_used"], top["score_plain_folds"]),
+    }
+
+
+def _warning(grouped: bool, used: float, plain: float) -> str | None:
+    if not grouped:
+        return (
             f"LEAKAGE: folds are not grouped; a memorising 1-nearest-neighbour probe scores {plain:.1f} on them. "
             "Cycles of one recording are near copies: give a patient column, --groups regex:PATTERN, "
             "or --groups infer"
         )
-    elif gap < LEAKAGE_SMALL_GAP and plain - 50 > LEAKAGE_MEMORISER_ADVANTAGE:
-        warning = (
+    if plain - used < LEAKAGE_SMALL_GAP and plain - 50 > LEAKAGE_MEMORISER_ADVANTAGE:
+        return (
             f"LEAKAGE: the groups barely hold back a memorising 1-nearest-neighbour probe ({used:.1f} under these "
             f"folds, {plain:.1f} under plain folds): clips of one recording may still sit on both sides of a split"
         )
-    return {
-        "probe": LEAKAGE_PROBE,
-        "score_folds_used": round(used, 2),
-        "score_plain_folds": round(plain, 2),
-        "gap": round(gap, 2),
-        "grouped": features.groups is not None,
-        "warning": warning,
-    }
+    return None

@@ -1,10 +1,18 @@
-"""Cross-validation folds: stratified by label class, grouped by patient when groups are known."""
+"""Cross-validation folds: stratified by label class, grouped by patient when groups are known.
+
+Grouped folds are made by :func:`grouped_folds`, not scikit-learn's
+``StratifiedGroupKFold``: with ``shuffle=True`` that splitter only reorders
+groups of equal class profile, so on real corpora its folds hardly change with
+the seed (adjusted Rand index 0.9-1.0 between seeds 0, 1 and 2 on the ICBHI
+2017 patients) and a spread "over seeds" measures nothing.
+"""
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
+
+SIZE_JITTER = (0.5, 1.5)
+"""Range of the seeded factor on each group's size that orders :func:`grouped_folds`' assignment."""
 
 
 def make_folds(
@@ -12,39 +20,83 @@ def make_folds(
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Stratified folds, grouped when ``groups`` is given; verified disjoint.
 
+    Returns
+    -------
+    list of (train indices, test indices), sorted, one pair per fold.
+
     Raises
     ------
     ValueError
         When there are fewer groups (or clips of the largest class) than folds.
     """
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+    from sklearn.model_selection import StratifiedKFold
 
     classes = np.asarray(classes, dtype=str)
     if n_folds < 2:
         raise ValueError(f"need at least 2 folds, got {n_folds}")
     if groups is not None:
-        n_groups = len(set(np.asarray(groups).tolist()))
-        if n_groups < n_folds:
-            raise ValueError(f"only {n_groups} groups: cannot make {n_folds} grouped folds")
-        splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-        split = splitter.split(np.zeros(len(classes)), classes, groups)
-    else:
-        # A rare class may miss some test folds (the report shows per-fold support); only
-        # when no class can fill every fold is there nothing to stratify.
-        largest = max(int(np.sum(classes == c)) for c in set(classes.tolist()))
-        if largest < n_folds:
-            raise ValueError(f"no label class has {n_folds} clips: cannot make {n_folds} stratified folds")
-        split = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(
-            np.zeros(len(classes)), classes
-        )
-    with warnings.catch_warnings():
-        # sklearn warns when a class has fewer groups than folds; the report shows per-fold support instead.
-        warnings.simplefilter("ignore", UserWarning)
-        folds = [(np.sort(train), np.sort(test)) for train, test in split]
-    if groups is not None:
-        groups = np.asarray(groups)
-        for k, (train, test) in enumerate(folds):
-            shared = set(groups[train].tolist()) & set(groups[test].tolist())
-            if shared:  # pragma: no cover - would be a scikit-learn bug
-                raise RuntimeError(f"fold {k}: groups {sorted(shared)[:5]} are on both sides of the split")
+        folds = grouped_folds(classes, np.asarray(groups, dtype=str), n_folds, seed)
+        _check_disjoint(folds, np.asarray(groups))
+        return folds
+    # A rare class may miss some test folds (the report shows per-fold support); only
+    # when no class can fill every fold is there nothing to stratify.
+    largest = max(int(np.sum(classes == c)) for c in set(classes.tolist()))
+    if largest < n_folds:
+        raise ValueError(f"no label class has {n_folds} clips: cannot make {n_folds} stratified folds")
+    split = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(np.zeros(len(classes)), classes)
+    return [(np.sort(train), np.sort(test)) for train, test in split]
+
+
+def grouped_folds(
+    classes: np.ndarray, groups: np.ndarray, n_folds: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified group K-fold whose assignment depends on the seed.
+
+    Groups are taken largest first, each size multiplied by a seeded factor
+    drawn from :data:`SIZE_JITTER` (so the order, and with it the assignment,
+    changes with the seed), and each goes to the fold where it adds least to
+    the imbalance: the squared deviation of every class count from its
+    per-fold target, relative to that target (so rare classes count), plus
+    that of the fold size. Ties are broken at random with the seed.
+
+    Raises
+    ------
+    ValueError
+        When there are fewer groups than folds.
+    """
+    rng = np.random.default_rng(seed)
+    names, group_of = np.unique(groups, return_inverse=True)
+    labels, class_of = np.unique(classes, return_inverse=True)
+    if len(names) < n_folds:
+        raise ValueError(f"only {len(names)} groups: cannot make {n_folds} grouped folds")
+    counts = np.zeros((len(names), len(labels)))
+    np.add.at(counts, (group_of, class_of), 1)
+    target = counts.sum(axis=0) / n_folds
+    size_target = len(classes) / n_folds
+
+    def imbalance(fold_counts: np.ndarray) -> np.ndarray:
+        per_class = (((fold_counts - target) / np.maximum(target, 1.0)) ** 2).sum(axis=1)
+        return per_class + ((fold_counts.sum(axis=1) - size_target) / size_target) ** 2
+
+    order = np.argsort(-counts.sum(axis=1) * rng.uniform(*SIZE_JITTER, len(names)), kind="stable")
+    fold_counts = np.zeros((n_folds, len(labels)))
+    fold_of_group = np.empty(len(names), dtype=np.int64)
+    for g in order:
+        cost = imbalance(fold_counts + counts[g]) - imbalance(fold_counts)
+        best = np.flatnonzero(cost <= cost.min() + 1e-12)
+        k = int(best[rng.integers(len(best))])
+        fold_of_group[g] = k
+        fold_counts[k] += counts[g]
+    fold_of = fold_of_group[group_of]
+    index = np.arange(len(classes))
+    folds = [(index[fold_of != k], index[fold_of == k]) for k in range(n_folds)]
+    if any(len(test) == 0 for _, test in folds):  # pragma: no cover - the size term fills every fold first
+        raise ValueError(f"could not fill {n_folds} folds with {len(names)} groups")
     return folds
+
+
+def _check_disjoint(folds: list[tuple[np.ndarray, np.ndarray]], groups: np.ndarray) -> None:
+    for k, (train, test) in enumerate(folds):
+        shared = set(groups[train].tolist()) & set(groups[test].tolist())
+        if shared:  # pragma: no cover - would be a bug above
+            raise RuntimeError(f"fold {k}: groups {sorted(shared)[:5]} are on both sides of the split")
