@@ -111,7 +111,7 @@ def test_without_patients_groups_are_inferred_and_none_warns_loudly(runner, corp
     labels.to_csv(corpus / "train.csv", index=False)
     result = invoke(runner, ["cv", "--folds", "2", "--states", "2", "--jobs", "1", "--out", "r"], corpus)
     assert result.exit_code == 0, result.output
-    assert "groups inferred from the audio (recording signatures" in result.output
+    assert "from the audio, by clustering the clips' recording signatures" in result.output
     report = json.loads((corpus / "r" / "report.json").read_text())
     assert report["groups"]["kind"] == "inferred" and report["groups"]["n_groups"] >= 2
     assert set(pd.read_csv(corpus / "r" / "predictions.csv")["group_source"]) == {"inferred"}

@@ -104,12 +104,13 @@ def cv_report(trained, tmp_path_factory):
 
 def test_cv_report_figures_and_html(cv_report):
     out = cv_report
-    for name, min_shape in (("confusion.png", (400, 450)), ("tradeoff.png", (400, 450)), ("folds.png", (300, 600))):
+    shapes = (("confusion.png", (400, 450)), ("tradeoff.png", (400, 450)), ("folds.png", (300, 600)))
+    for name, min_shape in shapes + (("leakage.png", (300, 800)),):
         image = imread(out / name)
         assert image.shape[0] >= min_shape[0] and image.shape[1] >= min_shape[1], name
     page = (out / "report.html").read_text()
     assert (
-        page.count("data:image/png;base64,") == 3 and "<table>" in page and "http" not in page.replace("http-equiv", "")
+        page.count("data:image/png;base64,") == 4 and "<table>" in page and "http" not in page.replace("http-equiv", "")
     )
     report = json.loads((out / "report.json").read_text())
     curve = report["tradeoff_curve"]

@@ -342,7 +342,7 @@ def extract(
     type=click.Choice(["auto", "on", "off"]),
     default=None,
     help="Leave out of each training part the clips that sound like the test part's recordings "
-    "[default: auto = on when the groups are inferred from the audio].",
+    "(a buffer around each test part) [default: auto = on when the groups are inferred from the audio].",
 )
 @_data_options
 @_model_options

@@ -17,7 +17,7 @@ Layout (every table and key optional; what is left out keeps its default)::
     folds = 5
     seed = 0
     repeats = 1
-    dead_zone = "auto"  # or "on", "off" (see hmmclf.evaluation.dead_zone)
+    dead_zone = "auto"  # on when groups are inferred; or "on", "off" (see hmmclf.evaluation.dead_zone)
 
 Read with the standard library's ``tomllib`` (``tomli`` on Python 3.10).
 

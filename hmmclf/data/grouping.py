@@ -155,8 +155,8 @@ class Grouping:
             note = f"the file-name pattern {self.scheme!r}"
             return note + (f" ({self.unmatched} names did not match: each is its own group)" if self.unmatched else "")
         if self.kind == "inferred":
-            how = self.method or "groups to be inferred from the audio"
-            return how + (f" ({self.reason})" if self.reason else "")
+            how = self.method or "the audio (groups not inferred yet)"
+            return how + (f"; {self.reason}" if self.reason else "")
         return "nothing (no groups)"
 
     def inferred_by(self, method: str) -> Grouping:

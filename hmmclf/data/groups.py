@@ -187,4 +187,4 @@ def infer_groups(
 def describe_inference(n_groups: int | None = None) -> str:
     """How :func:`infer_groups` made its groups, in words (completes "grouped by ...")."""
     size = f"{n_groups} groups as asked" if n_groups else f"one group per {CLIPS_PER_GROUP} clips"
-    return f"groups inferred from the audio (recording signatures clustered, {size})"
+    return f"the audio, by clustering the clips' recording signatures ({size})"

@@ -123,6 +123,7 @@ class CVResult:
     seconds: float
     warnings: list[str] = field(default_factory=list)
     leakage: dict[str, Any] | None = None
+    group_sizes: list[int] = field(default_factory=list)
 
     @property
     def grouped(self) -> bool:
@@ -153,8 +154,8 @@ def cross_validate(
 
     ``dead_zone``: ``"on"`` leaves out of each training part the clips that
     sound like the test part's recordings (:mod:`hmmclf.evaluation.dead_zone`),
-    ``"off"`` does not, ``"auto"`` does when the groups were inferred from the
-    audio (a patient column needs no dead zone).
+    ``"off"`` does not, ``"auto"`` (the default) does when the groups were
+    inferred from the audio: a patient column needs no dead zone.
 
     Returns
     -------
@@ -199,6 +200,7 @@ def cross_validate(
         seconds=time.perf_counter() - started,
         warnings=notes,
         leakage=audit,
+        group_sizes=_group_sizes(features),
     )
 
 
@@ -215,6 +217,14 @@ def _dead_zone(
     radius = dead_zone_radius(space, seed=seed)
     zoned, dropped = dead_zone_folds(space, folds, radius)
     return {"folds": zoned, "radius": round(radius, 4), "dropped": round(dropped, 4), "k_neighbour": K_NEIGHBOUR}
+
+
+def _group_sizes(features: FeatureSet) -> list[int]:
+    """Clips per group, largest first (empty without groups)."""
+    if features.groups is None:
+        return []
+    _, counts = np.unique(features.groups, return_counts=True)
+    return sorted(counts.tolist(), reverse=True)
 
 
 def _grouping_notes(features: FeatureSet) -> list[str]:

@@ -15,6 +15,7 @@ FIGURES = {
     "confusion": "Confusion matrix: counts and percent of each true class",
     "tradeoff": "Sensitivity-specificity trade-off as the abnormal offset moves",
     "folds": "Per-fold Score, Se and Sp",
+    "leakage": "How the folds were made (clips per group) and what a memorising probe scores under them",
 }
 
 
@@ -162,7 +163,7 @@ def plot_folds(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
     ax.set_xticks(
         x,
         [
-            f"fold {f['fold']}\n({len(f['test_groups'])} {unit} tested)" if f["test_groups"] else f"fold {f['fold']}"
+            f"fold {f['fold']}\n{len(f['test_groups'])} {unit}" if f["test_groups"] else f"fold {f['fold']}"
             for f in folds
         ],
     )
@@ -173,5 +174,51 @@ def plot_folds(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
     ax.legend(fontsize=7, ncol=3, loc="upper center")
     spread = f"spread across {unit}" if is_grouped(report) else "folds NOT grouped: optimistic"
     ax.set_title(f"per-fold Score / Se / Sp ({spread})", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+LEAKAGE_BARS = (
+    ("score_plain_folds", "plain folds (groups ignored)", "#c44e52"),
+    ("score_grouped_folds", "grouped, before the dead zone", "#8172b2"),
+    ("score_folds_used", "these folds", "#4c72b0"),
+    ("score_dead_zone", "these folds less a dead zone", "#55a868"),
+)
+
+
+def plot_leakage(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Left: clips per group (how the folds were made). Right: the leakage probes' Scores per view and fold kind."""
+    short = {
+        "mfcc": "MFCC statistics,\nno mean normalisation",
+        "signature": "recording\nsignature",
+        "ltas": "long-term\naverage spectrum",
+        "model": "the model's features\n(mean-normalised)",
+    }
+    plt = _pyplot()
+    fig, (sizes_ax, probe_ax) = plt.subplots(1, 2, figsize=(9.6, 3.8), dpi=100, width_ratios=(1, 1.6))
+    info = report.get("groups") or {}
+    sizes = info.get("sizes") or []
+    if sizes:
+        sizes_ax.hist(sizes, bins=min(30, max(5, len(sizes) // 3)), color="#4c72b0")
+        sizes_ax.set_xlabel("clips per group")
+        sizes_ax.set_ylabel(grouping_unit(report))
+        sizes_ax.set_title(f"{len(sizes)} {grouping_unit(report)}, {info.get('kind', '?')}", fontsize=10)
+    else:
+        sizes_ax.text(0.5, 0.5, "no groups", ha="center", va="center", transform=sizes_ax.transAxes)
+        sizes_ax.set_axis_off()
+    views = (report.get("leakage") or {}).get("views") or {}
+    names = list(views)
+    bars = [bar for bar in LEAKAGE_BARS if any(bar[0] in views[n] for n in names)]
+    height = 0.8 / max(1, len(bars))
+    for i, (key, label, colour) in enumerate(bars):
+        y = np.arange(len(names)) + (i - (len(bars) - 1) / 2) * height
+        probe_ax.barh(y, [views[n].get(key, np.nan) for n in names], height=height, color=colour, label=label)
+    probe_ax.axvline(50, color="grey", ls=":", lw=1)
+    probe_ax.set_yticks(np.arange(len(names)), [short.get(n, n) for n in names], fontsize=8)
+    probe_ax.invert_yaxis()
+    probe_ax.set_xlim(0, 100)
+    probe_ax.set_xlabel("1-nearest-neighbour probe Score (50 = always normal)")
+    probe_ax.legend(fontsize=7, loc="lower right")
+    probe_ax.set_title("memorising probe per kind of fold (lower: less leakage)", fontsize=10)
     fig.tight_layout()
     _save(fig, path)

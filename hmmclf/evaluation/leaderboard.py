@@ -10,7 +10,7 @@ from typing import Any
 from ..task.classes import CLASSES
 from ..utils.errors import HmmclfError
 from .figures import is_grouped
-from .report_text import pct
+from .report_text import BASELINE_TITLES, pct
 
 
 def _load_report(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any]]:
@@ -57,6 +57,9 @@ def leaderboard(paths: list[str | os.PathLike[str]], name_rows: Any = None) -> t
                 "fold": f"{pct(fold.get('mean'))} ± {pct(fold.get('std'))}",
                 "repeats": f"{pct(repeat['mean'])} ± {pct(repeat['std'])} ({len(report['repeats'])})" if repeat else "",
                 "grouped": "yes" if is_grouped(report) else "NO",
+                "interval": _interval(report),
+                "baseline": _best_baseline(report),
+                "leakage": _leakage(report),
                 "seconds": report.get("seconds"),
                 "directory": directory,
             }
@@ -65,7 +68,7 @@ def leaderboard(paths: list[str | os.PathLike[str]], name_rows: Any = None) -> t
     header = (
         ["experiment", "Score", "Se", "Sp"]
         + [f"rec {s}" for s in CLASSES]
-        + ["folds μ±σ", "repeats μ±σ", "grouped", "time s", "report"]
+        + ["folds μ±σ", "repeats μ±σ", "interval", "best baseline", "probe used/plain", "grouped", "time s", "report"]
     )
     table = []
     for r in rows:
@@ -75,6 +78,9 @@ def leaderboard(paths: list[str | os.PathLike[str]], name_rows: Any = None) -> t
             + [
                 r["fold"],
                 r["repeats"],
+                r["interval"],
+                r["baseline"],
+                r["leakage"],
                 r["grouped"],
                 f"{r['seconds']:.1f}" if r["seconds"] is not None else "",
                 r["directory"],
@@ -87,3 +93,25 @@ def leaderboard(paths: list[str | os.PathLike[str]], name_rows: Any = None) -> t
         + ["| " + " | ".join(str(x) for x in line) + " |" for line in table]
     )
     return text, markdown + "\n"
+
+
+def _interval(report: dict[str, Any]) -> str:
+    ci = report.get("score_interval") or {}
+    return f"{pct(ci.get('low'))}–{pct(ci.get('high'))}" if "low" in ci else ""
+
+
+def _best_baseline(report: dict[str, Any]) -> str:
+    """The best baseline on the same folds (always normal excluded: it is 50 by construction)."""
+    scores = {k: v["score"] for k, v in (report.get("baselines") or {}).items() if k != "always_normal"}
+    scores = {k: v for k, v in scores.items() if v is not None}
+    if not scores:
+        return ""
+    name = max(scores, key=scores.get)
+    return f"{pct(scores[name])} ({BASELINE_TITLES.get(name, name)})"
+
+
+def _leakage(report: dict[str, Any]) -> str:
+    leakage = report.get("leakage") or {}
+    if "score_folds_used" not in leakage:
+        return ""
+    return f"{leakage['score_folds_used']:.1f} / {leakage['score_plain_folds']:.1f}"

@@ -20,7 +20,7 @@ from .. import __version__
 from ..task.classes import CLASSES
 from ..utils.files import atomic_open, atomic_write_text
 from .cv import CVResult
-from .figures import plot_confusion, plot_folds, plot_tradeoff, tradeoff_curve
+from .figures import FIGURES, plot_confusion, plot_folds, plot_leakage, plot_tradeoff, tradeoff_curve
 from .report_html import format_html
 from .report_markdown import format_markdown
 from .report_text import pct
@@ -66,6 +66,7 @@ def report_dict(result: CVResult, command: str | None = None, extra: dict | None
         "groups": {
             **result.grouping.to_dict(),
             "n_groups": result.n_groups,
+            "sizes": result.group_sizes,
             "unit": result.grouping.unit,
             "description": result.grouping.describe(),
         },
@@ -107,7 +108,8 @@ def write_cv_report(
     report["tradeoff_curve"] = _jsonable(curve)
     plot_tradeoff(curve, (report["sensitivity"] or 0.0, report["specificity"] or 0.0), out_dir / "tradeoff.png")
     plot_folds(report, out_dir / "folds.png")
-    images = {name: out_dir / f"{name}.png" for name in ("confusion", "tradeoff", "folds")}
+    plot_leakage(report, out_dir / "leakage.png")
+    images = {name: out_dir / f"{name}.png" for name in FIGURES}
     atomic_write_text(out_dir / "report.md", format_markdown(report))
     atomic_write_text(out_dir / "report.html", format_html(report, images))
     # report.json last: its presence marks a complete report.

@@ -131,7 +131,7 @@ def _details(report: dict[str, Any]) -> str:
 
 def format_html(report: dict[str, Any], images: dict[str, Path]) -> str:
     """``report.html``: one self-contained page, images inlined as data URIs."""
-    figures = "".join(png_figure(images[name], caption) for name, caption in FIGURES.items())
+    figures = "".join(png_figure(images[name], caption) for name, caption in FIGURES.items() if name in images)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>hmmclf cross-validation report</title>\n'
         f"<style>{STYLE}</style></head><body>\n<h1>hmmclf cross-validation report</h1>\n"

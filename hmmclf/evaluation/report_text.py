@@ -12,6 +12,7 @@ from typing import Any
 
 from ..task.classes import CLASSES
 from .figures import grouping_unit, is_grouped
+from .leakage import INFERRED_GROUP_OPTIMISM, PROBE_VIEWS
 
 BASELINE_TITLES = {
     "always_normal": "always normal",
@@ -163,15 +164,52 @@ def config_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def describe_leakage(leakage: dict[str, Any]) -> str:
-    """The leakage audit in one or two sentences."""
-    text = (
-        f"leakage audit ({leakage['probe']}): Score {leakage['score_folds_used']:.1f} under these folds, "
-        f"{leakage['score_plain_folds']:.1f} under plain stratified folds; gap {leakage['gap']:+.1f} points"
-    )
-    if leakage["grouped"]:
-        text += (
-            " (the optimism these folds remove)"
-            if leakage["gap"] > 0
-            else " (plain folds give a memoriser no advantage on these data)"
+    """The leakage audit in a few sentences, one a line: the verdict, every probe, and what may remain."""
+    if "views" not in leakage:  # a report of hmmclf 0.3: one probe
+        text = (
+            f"leakage audit ({leakage['probe']}): Score {leakage['score_folds_used']:.1f} under these folds, "
+            f"{leakage['score_plain_folds']:.1f} under plain stratified folds; gap {leakage['gap']:+.1f} points"
         )
-    return text + (f"\n{leakage['warning']}" if leakage.get("warning") else "")
+        return text + (f"\n{leakage['warning']}" if leakage.get("warning") else "")
+    used, plain = leakage["score_folds_used"], leakage["score_plain_folds"]
+    lines = [
+        f"leakage audit: a memorising 1-nearest-neighbour probe, reading the {PROBE_VIEWS[leakage['worst']]} "
+        f"(of the {len(leakage['views'])} views probed, the one that recognises recordings best), scores "
+        f"{used:.1f} under these folds and {plain:.1f} under plain stratified folds"
+        + (
+            f": the grouping removes {plain - used:.1f} points of the optimism plain folds would give."
+            if leakage["grouped"] and plain > used
+            else "."
+        ),
+        "probes (Score under these folds / plain folds): "
+        + "; ".join(
+            f"{PROBE_VIEWS[name]} {view['score_folds_used']:.1f} / {view['score_plain_folds']:.1f}"
+            for name, view in leakage["views"].items()
+        ),
+    ]
+    if leakage.get("inferred_groups"):
+        zoned = bool(leakage.get("folds_have_dead_zone"))
+        low, high = INFERRED_GROUP_OPTIMISM["dead zone" if zoned else "no dead zone"]
+        gain = leakage.get("dead_zone_gain")
+        if zoned:
+            zone = (
+                " Each training part leaves out the clips that sound like its test part's recordings "
+                f"(a dead zone), which took {gain:.1f} points from the probe."
+            )
+        elif gain is not None:
+            zone = (
+                " Leaving out of each training part the clips that sound like its test part's recordings "
+                f"(--dead-zone on) would take {gain:.1f} more points from the probe."
+            )
+        else:
+            zone = ""
+        lines.append(
+            "The groups were inferred from the audio, so one patient's recordings may still sit on both sides "
+            f"of a split.{zone} On two public databases with known patients, the Score with such groups "
+            f"{'and this dead zone ' if zoned else ''}lay {low:+.1f} to {high:+.1f} points from the "
+            f"patient-grouped Score: read this Score as up to {high:.0f} points optimistic, and give a patient "
+            "column when you have one."
+        )
+    if leakage.get("warning"):
+        lines.append(leakage["warning"])
+    return "\n".join(lines)
