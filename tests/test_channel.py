@@ -30,7 +30,7 @@ def _corpus_with_recordings(n_recordings: int = 40, per_recording: int = 8, seed
     n = n_recordings * per_recording
     colour = np.repeat(rng.normal(0, 3, (n_recordings, CHANNEL_WIDTH)), per_recording, axis=0)
     channel = (colour + rng.normal(0, 0.5, (n, CHANNEL_WIDTH))).astype(np.float32)
-    signatures = (np.repeat(rng.normal(0, 3, (n_recordings, 49)), per_recording, axis=0) + rng.normal(0, 0.5, (n, 49)))
+    signatures = np.repeat(rng.normal(0, 3, (n_recordings, 49)), per_recording, axis=0) + rng.normal(0, 0.5, (n, 49))
     classes = np.repeat(rng.choice(["normal", "crackle", "wheeze", "both"], n_recordings), per_recording)
     recordings = np.repeat([f"r{r}" for r in range(n_recordings)], per_recording)
     features = FeatureSet(
@@ -77,3 +77,29 @@ def test_the_dead_zone_leaves_out_the_training_clips_that_sound_like_the_test_pa
         assert np.array_equal(test, same_test) and set(kept) <= set(train)
         shared = set(features.groups[kept]) & set(features.groups[test])
         assert len(shared) <= 0.1 * len(set(features.groups[test]))
+
+
+def test_on_patients_with_several_recordings_the_dead_zone_closes_the_channel_leak(tmp_path):
+    """Synthetic patients own several recordings that share a channel; the truth is known."""
+    from hmmclf.data.extraction import extract_corpus
+    from hmmclf.data.labels import read_labels
+    from hmmclf.data.synthetic import synthesize_patient_corpus
+    from hmmclf.evaluation.cv import _dead_zone
+    from hmmclf.evaluation.leakage import leakage_audit
+    from hmmclf.task.splits import make_folds
+
+    root = synthesize_patient_corpus(tmp_path, n_patients=16, clips_per_recording=4, rates=(4000, 8000, 16000))
+    patients = extract_corpus(root / "train", root / "train.csv", root / "f", groups="patient_id", n_jobs=1).features
+    inferred = patients.with_labels(read_labels(root / "train.csv", root / "train", groups="infer"))
+    assert inferred.grouping.kind == "inferred" and patients.grouping.patients
+    true_folds = make_folds(patients.classes, patients.groups, 5, 0)
+    true_audit = leakage_audit(patients, true_folds, 0)
+    folds = make_folds(inferred.classes, inferred.groups, 5, 0)
+    zone = _dead_zone(inferred, folds, "auto", 0)
+    assert zone is not None and 0 < zone["dropped"] < 0.6
+    audit = leakage_audit(inferred, zone["folds"], 0, grouped_folds=folds)
+    for view in ("signature", "ltas"):  # the views that see only the channel
+        true, ours = true_audit["views"][view], audit["views"][view]
+        assert true["score_plain_folds"] >= true["score_folds_used"] + 10  # plain folds leak
+        assert ours["score_folds_used"] <= true["score_folds_used"] + 3  # the dead zone holds it back
+        assert ours["score_folds_used"] < ours["score_grouped_folds"]

@@ -170,3 +170,67 @@ def synthesize_corpus(
     rows.append({"filename": BROKEN_FILE, "patient_id": patients[0]["id"], "label": "normal"})
     _atomic_write(root / "train.csv", lambda tmp: pd.DataFrame(rows).to_csv(tmp, index=False))
     return root
+
+
+def _device_colouring(samples: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """A recording's channel: a random spectral tilt and resonance, and a constant noise floor."""
+    from scipy.signal import butter, sosfilt
+
+    centre = rng.uniform(150, min(1500, 0.4 * sr))
+    resonance = sosfilt(butter(2, [0.7 * centre, 1.3 * centre], btype="band", fs=sr, output="sos"), samples)
+    coloured = samples + rng.uniform(0.5, 3.0) * resonance
+    tilt = sosfilt(butter(1, rng.uniform(200, min(1800, 0.45 * sr)), btype="low", fs=sr, output="sos"), coloured)
+    mix = rng.uniform(0.0, 0.9)
+    out = (1 - mix) * coloured + mix * tilt
+    return out + rng.uniform(0.002, 0.05) * np.std(out) * 10 * rng.standard_normal(len(out))
+
+
+def synthesize_patient_corpus(
+    out_dir: str | os.PathLike[str],
+    n_patients: int = 20,
+    recordings_per_patient: int = 3,
+    clips_per_recording: int = 5,
+    seed: int = 0,
+    rates: tuple[int, ...] = PATIENT_RATES,
+) -> Path:
+    """A corpus whose truth about patients is known: ``out_dir/train/*.wav`` and ``train.csv``.
+
+    Each patient has a body (the band of their breath noise) and a usual finding (their clips hold
+    it about two times in three, else they are normal); each of their recordings adds its own
+    channel (a spectral colouring and noise floor, and a sample rate), shared by its clips. So clips
+    of one recording are near copies, a patient's recordings resemble each other less, and knowing
+    the patient helps guess the label: the conditions under which folds that split patients leak.
+    ``train.csv`` has filename, patient_id, recording and label; file names carry nothing.
+    """
+    import pandas as pd
+    import soundfile as sf
+
+    for name, value in (("n_patients", n_patients), ("recordings_per_patient", recordings_per_patient)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    root = Path(out_dir)
+    train = root / "train"
+    train.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(n_patients):
+        band = (rng.uniform(80, 200), rng.uniform(500, 1100))
+        usual = LABELS[1 + p % 3] if p % 4 else "normal"
+        for r in range(recordings_per_patient):
+            rate = rates[int(rng.integers(len(rates)))]
+            channel_seed = int(rng.integers(2**31))
+            for c in range(clips_per_recording):
+                label = usual if rng.random() < 0.67 else "normal"
+                samples = synthesize_clip(label, rng.uniform(0.8, 1.6), rate, rng, band)
+                samples = _device_colouring(samples, rate, np.random.default_rng(channel_seed))
+                samples = samples / np.max(np.abs(samples)) * 0.7
+                name = f"{len(rows):05d}.wav"
+                _atomic_write(
+                    train / name,
+                    lambda tmp, s=samples, sr=rate: sf.write(str(tmp), s, sr, subtype="PCM_16", format="WAV"),
+                )
+                rows.append(
+                    {"filename": name, "patient_id": f"P{p:03d}", "recording": f"P{p:03d}-R{r}", "label": label}
+                )
+    _atomic_write(root / "train.csv", lambda tmp: pd.DataFrame(rows).to_csv(tmp, index=False))
+    return root
