@@ -431,3 +431,37 @@ def test_a_format_2_model_file_still_loads(tmp_path):
     np.savez(tmp_path / "old.npz", **arrays)
     loaded, _ = load_model(tmp_path / "old.npz")
     np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+
+
+def test_vectorised_threshold_search_equals_the_plain_loop():
+    from hmmclf.model.decision.detectors import search_thresholds
+    from hmmclf.task.metrics import icbhi_score_from_indices
+
+    def loop(evidence, y, include_zero, prefer_near_zero, n_candidates=40):
+        grid = []
+        for j in range(2):
+            finite = evidence[:, j][np.isfinite(evidence[:, j])]
+            q = np.quantile(finite, np.linspace(0, 1, n_candidates)) if len(finite) else np.zeros(1)
+            grid.append(np.concatenate([[0.0], q]) if include_zero and len(finite) else q)
+        best, best_t = -1.0, np.zeros(2)
+        for tc in grid[0]:
+            for tw in grid[1]:
+                predicted = (evidence[:, 0] > tc).astype(np.int64) + 2 * (evidence[:, 1] > tw).astype(np.int64)
+                value = icbhi_score_from_indices(y, predicted)
+                tie = abs(value - best) <= 1e-12
+                if value > best + 1e-12 or (prefer_near_zero and tie and abs(tc) + abs(tw) < np.abs(best_t).sum()):
+                    best, best_t = value, np.array([tc, tw])
+        return best_t, best
+
+    rng = np.random.default_rng(0)
+    for trial in range(12):
+        n = int(rng.integers(5, 120))
+        y = np.zeros(n, dtype=np.int64) if trial % 7 == 0 else rng.integers(0, 4, n)
+        evidence = np.round(rng.normal(size=(n, 2)) + (y[:, None] > 0), 1 if trial % 3 else 6)
+        if trial % 5 == 0:
+            evidence[:, 1] = -np.inf  # a detector without an HMM
+        for options in ((False, False), (True, True)):
+            expected = loop(evidence, y, *options)
+            got = search_thresholds(evidence, y, include_zero=options[0], prefer_near_zero=options[1])
+            np.testing.assert_array_equal(got[0], expected[0])
+            assert got[1] == expected[1] or (np.isnan(got[1]) and np.isnan(expected[1]))

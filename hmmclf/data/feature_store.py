@@ -131,8 +131,15 @@ class FeatureSet:
         if grouping.kind == "inferred":
             if self.signatures is None or len(self.signatures) != len(self):
                 raise CacheError("the feature cache holds no recording signatures to infer groups from: extract again")
-            inferred = infer_groups(self.signatures[index], n_groups=grouping.requested_groups)
-            groups = np.array([f"g{g:04d}" for g in inferred])
+            same_clips = np.array_equal(index, np.arange(len(self)))
+            asked = self.grouping.requested_groups == grouping.requested_groups
+            if same_clips and asked and self.grouping.kind == "inferred" and self.groups is not None:
+                # The cache holds these very clips, in this order, grouped the same way at extraction:
+                # the clustering is deterministic, so its groups are reused rather than computed again.
+                groups = self.groups
+            else:
+                inferred = infer_groups(self.signatures[index], n_groups=grouping.requested_groups)
+                groups = np.array([f"g{g:04d}" for g in inferred])
             grouping = grouping.inferred_by(describe_inference(grouping.requested_groups))
         return FeatureSet(
             files=rows["file"].tolist(),

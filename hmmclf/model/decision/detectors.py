@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...task.metrics import icbhi_score_from_indices
 from ...utils.files import checked_array
 from .base import ClipLikelihoods, DecisionRule, StatisticRule, rounded
 
@@ -199,12 +198,35 @@ def search_thresholds(
         finite = evidence[:, j][np.isfinite(evidence[:, j])]
         quantiles = np.quantile(finite, np.linspace(0, 1, n_candidates)) if len(finite) else np.zeros(1)
         grid.append(np.concatenate([[0.0], quantiles]) if include_zero and len(finite) else quantiles)
+    scores = _grid_scores(evidence, y, grid[0], grid[1])
     best, best_t = -1.0, np.zeros(2)
-    for tc in grid[0]:
-        crackle = (evidence[:, 0] > tc).astype(np.int64)
-        for tw in grid[1]:
-            value = icbhi_score_from_indices(y, crackle + 2 * (evidence[:, 1] > tw).astype(np.int64))
+    # The same visit order and tie rules as a loop over (crackle, wheeze) thresholds computing each Score.
+    for i, tc in enumerate(grid[0]):
+        for j, tw in enumerate(grid[1]):
+            value = scores[i, j]
             tie = abs(value - best) <= 1e-12
             if value > best + 1e-12 or (prefer_near_zero and tie and abs(tc) + abs(tw) < np.abs(best_t).sum()):
                 best, best_t = value, np.array([tc, tw])
     return best_t, best
+
+
+def _grid_scores(evidence: np.ndarray, y: np.ndarray, crackle_grid: np.ndarray, wheeze_grid: np.ndarray) -> np.ndarray:
+    """ICBHI Score of every (crackle, wheeze) threshold pair, as :func:`icbhi_score_from_indices` computes it.
+
+    A clip is predicted normal when neither detector fires, crackle or wheeze when one does, both
+    when both do; the hits of each true class are counted for all pairs at once with one product
+    of fire/no-fire indicator matrices. The counts are integers and the Score is formed from them
+    as the metric forms it, so the values are the same to the last bit.
+    """
+    crackle = evidence[:, :1] > crackle_grid[None, :]  # (n, n_crackle)
+    wheeze = evidence[:, 1:2] > wheeze_grid[None, :]  # (n, n_wheeze)
+    wanted = {0: (~crackle, ~wheeze), 1: (crackle, ~wheeze), 2: (~crackle, wheeze), 3: (crackle, wheeze)}
+    hits = {k: c[y == k].T.astype(np.int64) @ w[y == k].astype(np.int64) for k, (c, w) in wanted.items()}
+    n_normal, n_abnormal = int(np.sum(y == 0)), int(np.sum(y != 0))
+    specificity = hits[0] / n_normal if n_normal else None
+    sensitivity = (hits[1] + hits[2] + hits[3]) / n_abnormal if n_abnormal else None
+    if specificity is not None and sensitivity is not None:
+        return (sensitivity + specificity) / 2
+    if specificity is None and sensitivity is None:
+        return np.full((len(crackle_grid), len(wheeze_grid)), np.nan)
+    return specificity if specificity is not None else sensitivity
