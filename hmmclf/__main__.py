@@ -1,6 +1,24 @@
-"""``python -m hmmclf``: the command line."""
+"""``python -m hmmclf`` and the ``hmmclf`` console script.
 
-from hmmclf.app.cli import run
+Only the standard library is imported before the command line is: a Ctrl-C
+while numpy, pandas and scikit-learn load (a second or more) is then one line
+and exit code 130, not a traceback.
+"""
+
+import os
+import sys
+
+
+def main() -> None:
+    """Start the command line (:func:`hmmclf.app.cli.run`)."""
+    try:
+        from hmmclf.app.cli import run
+    except KeyboardInterrupt:
+        sys.stderr.write("hmmclf: interrupted\n")
+        sys.stderr.flush()
+        os._exit(130)
+    run()
+
 
 if __name__ == "__main__":
-    run()
+    main()

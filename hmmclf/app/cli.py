@@ -53,7 +53,7 @@ def _interrupted() -> None:
     waits for its workers) and a second Ctrl-C meanwhile cannot print a traceback.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from .parallel import kill_workers
+    from ..utils.parallel import kill_workers
 
     kill_workers()
     click.echo("hmmclf: interrupted", err=True)
