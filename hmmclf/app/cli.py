@@ -24,6 +24,7 @@ import click
 from .. import __version__
 from ..data.grouping import GROUPS_HELP
 from ..utils.errors import HmmclfError
+from .errors_command import ERRORS_HELP, errors_command
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
@@ -247,7 +248,7 @@ def _model_options(f):
     return f
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, commands=[errors_command], context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hmmclf")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 def main(debug: bool) -> None:
@@ -344,6 +345,7 @@ def extract(
     help="Leave out of each training part the clips that sound like the test part's recordings "
     "(a buffer around each test part) [default: auto = on when the groups are inferred from the audio].",
 )
+@click.option("--errors", type=click.IntRange(0, 1000), default=5, show_default=True, help=ERRORS_HELP)
 @_data_options
 @_model_options
 @_jobs_option
@@ -356,6 +358,7 @@ def cv(
     config_path,
     repeats,
     dead_zone,
+    errors,
     data_dir,
     labels_csv,
     groups,
@@ -366,14 +369,13 @@ def cv(
 ) -> None:
     """Stratified, patient-grouped K-fold cross-validation with the ICBHI metrics.
 
-    Writes into a new report directory (never overwriting one): report.json
-    (every number, the configuration and the command), report.md, report.html
-    (one self-contained page, figures inlined), predictions.csv (every clip's
-    out-of-fold prediction), confusion.png (confusion matrix), tradeoff.png
-    (sensitivity against specificity) and folds.png (Score, Se, Sp per fold).
-    The baselines (always normal, class-prior random, GBM on clip statistics)
-    run on the same folds. Options given on the command line override the
-    config.
+    Writes into a new report directory (never overwriting one): report.json (every number, the configuration
+    and the command), report.md, report.html (one self-contained page, figures inlined), predictions.csv (every
+    clip's out-of-fold prediction), confusion.png, tradeoff.png (sensitivity against specificity), folds.png
+    (Score, Se, Sp per fold), groups.csv and groups.png (Se, Sp and Score per patient or group). The page's
+    Errors section plays the most confident mistakes of each confusion cell (--errors; 'hmmclf errors' lists
+    them). The baselines (always normal, class-prior random, GBM on clip statistics) run on the same folds.
+    Options given on the command line override the config.
     """
     from ..utils.parallel import WORKER_MODULES, compute_backend
 
@@ -399,7 +401,8 @@ def cv(
                 f"cv: experiment {experiment.name!r}, {experiment.cv.folds} folds x {experiment.cv.repeats} repeat(s) "
                 f"over {len(features)} clips on {backend}"
             )
-            report = run_cv(features, out, experiment, n_jobs=jobs, progress=Progress(), command=_command_line())
+            command = _command_line()
+            report = run_cv(features, out, experiment, n_jobs=jobs, progress=Progress(), command=command, errors=errors)
         except BaseException:
             if not out_dir:  # the report directory claimed above is not left behind empty
                 with contextlib.suppress(OSError):

@@ -172,8 +172,12 @@ def run_cv(
     n_jobs: int | None = None,
     progress: ProgressFn | None = None,
     command: str | None = None,
+    errors: int | None = None,
 ) -> dict[str, Any]:
     """Cross-validate the experiment's model (default: :class:`Experiment`) and write the report.
+
+    ``errors``: the most confident mistakes per confusion cell that ``report.html`` plays (0: none;
+    default :data:`~hmmclf.evaluation.mistakes.DEFAULT_ERRORS`).
 
     The experiment's ``cv`` settings give the folds and seed; with
     ``repeats`` > 1 the whole CV is repeated with seeds ``seed``, ``seed + 1``,
@@ -181,10 +185,13 @@ def run_cv(
     and Sp with their mean and standard deviation. ``out_dir`` is locked
     while this runs: a second cv into it is refused. Returns the report dictionary.
     """
+    from ..evaluation.mistakes import DEFAULT_ERRORS
     from ..utils.files import directory_lock
 
+    errors = DEFAULT_ERRORS if errors is None else errors
+
     with directory_lock(out_dir, "cv"):
-        return _run_cv(features, Path(out_dir), experiment or Experiment(), n_jobs, progress, command)
+        return _run_cv(features, Path(out_dir), experiment or Experiment(), n_jobs, progress, command, errors)
 
 
 def _run_cv(
@@ -194,6 +201,7 @@ def _run_cv(
     n_jobs: int | None,
     progress: ProgressFn | None,
     command: str | None,
+    errors: int = 0,
 ) -> dict[str, Any]:
     from ..evaluation.cv import cross_validate
     from ..evaluation.report import write_cv_report
@@ -226,6 +234,8 @@ def _run_cv(
                     baselines=True,
                     leakage=(r == 0),
                     dead_zone=experiment.cv.dead_zone,
+                    # The Errors section shows the first run: only its models keep their evidence.
+                    errors=errors if r == 0 else 0,
                 )
             )
         except ValueError as exc:
@@ -256,7 +266,9 @@ def _run_cv(
             for name, scores in baseline_scores.items()
         }
     result.seconds = time.perf_counter() - started
-    return write_cv_report(result, out_dir, command=command, extra=extra)
+    data_dir = features.meta.get("data_dir")
+    clip_folder = Path(data_dir).resolve() if data_dir else None
+    return write_cv_report(result, out_dir, command=command, extra=extra, errors=errors, clip_folder=clip_folder)
 
 
 def train_model(

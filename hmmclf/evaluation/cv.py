@@ -18,6 +18,7 @@ from ..task.splits import make_folds
 from .baselines import baseline_predictions
 from .dead_zone import K_NEIGHBOUR, channel_space, dead_zone_folds, dead_zone_radius
 from .leakage import leakage_audit
+from .mistakes import confidence, select_clips
 
 
 @dataclass
@@ -32,6 +33,8 @@ class FoldTask:
     test_sequences: list[np.ndarray]
     seed: int
     single_thread: bool
+    test_classes: np.ndarray | None = None
+    errors: int = 0  # mistakes per confusion cell whose per-frame evidence the report shows (0: none)
 
 
 def run_fold_task(task: FoldTask) -> dict[str, Any]:
@@ -60,7 +63,8 @@ def _run_fold_task(task: FoldTask) -> dict[str, Any]:
     else:
         model.fit(task.train_sequences, task.train_classes)
     fit_seconds = time.perf_counter() - started
-    scored = model.score_clips(task.test_sequences)
+    want_evidence = task.errors > 0 and task.test_classes is not None
+    scored = model.score_clips(task.test_sequences, frame_increments=want_evidence)
     return {
         "predicted": scored.predicted,
         "posterior": scored.posterior,
@@ -68,7 +72,29 @@ def _run_fold_task(task: FoldTask) -> dict[str, Any]:
         "fit_seconds": fit_seconds,
         "seconds": time.perf_counter() - started,
         "fit_report": getattr(model, "fit_report_", {}),
+        "evidence": _fold_evidence(task, scored) if want_evidence else {},
     }
+
+
+def _fold_evidence(task: FoldTask, scored: Any) -> dict[int, np.ndarray]:
+    """Per-frame evidence of the test clips the report may show: {test position: (n_frames, 3) float32}.
+
+    Column k is the frame's log-likelihood increment under abnormal class k+1's HMM minus normal's.
+    Only this fold's candidates are kept (its ``errors`` most confident mistakes per confusion cell and
+    correct clips per class): the report's pooled selection, made with the same ranking, is a subset
+    of their union, so no model is refitted and the workers send back a few hundred clips at most.
+    """
+    predicted = scored.predicted
+    chosen = select_clips(task.test_classes, predicted, confidence(scored.posterior, predicted), task.errors)
+    bounds = scored.likelihoods.bounds
+    increments = scored.likelihoods.frame_increments
+    out = {}
+    for row, _ in chosen:
+        frames = increments[bounds[row] : bounds[row + 1]]
+        ratio = frames[:, 1:] - frames[:, :1]
+        # A class without training clips has no HMM (increments -inf): no evidence either way.
+        out[row] = np.where(np.isfinite(ratio), ratio, np.nan).astype(np.float32)
+    return out
 
 
 @dataclass
@@ -124,6 +150,9 @@ class CVResult:
     warnings: list[str] = field(default_factory=list)
     leakage: dict[str, Any] | None = None
     group_sizes: list[int] = field(default_factory=list)
+    evidence: dict[int, np.ndarray] = field(default_factory=dict)
+    """Per-frame evidence (log-likelihood ratio of crackle, wheeze and both against normal, float32) of
+    the clips the report's Errors section may show, by row of ``predictions``; empty with ``errors=0``."""
 
     @property
     def grouped(self) -> bool:
@@ -132,6 +161,8 @@ class CVResult:
     def fold_summary(self, key: str) -> tuple[float, float]:
         """Mean and standard deviation over folds of one metric."""
         values = np.array([f.metrics[key] for f in self.folds], dtype=float)
+        if not np.isfinite(values).any():  # e.g. no fold has a Score: nanmean would warn
+            return float("nan"), float("nan")
         return float(np.nanmean(values)), float(np.nanstd(values))
 
 
@@ -145,6 +176,7 @@ def cross_validate(
     baselines: bool = True,
     leakage: bool = True,
     dead_zone: str = "auto",
+    errors: int = 0,
 ) -> CVResult:
     """Stratified, patient-grouped K-fold cross-validation of ``estimator`` on ``features``.
 
@@ -157,6 +189,10 @@ def cross_validate(
     ``"off"`` does not, ``"auto"`` (the default) does when the groups were
     inferred from the audio: a patient column needs no dead zone.
 
+    ``errors`` > 0 keeps, from each fold's model, the per-frame evidence of
+    the clips the report's Errors section shows (that many mistakes per
+    confusion cell; :mod:`hmmclf.evaluation.mistakes`) in ``CVResult.evidence``.
+
     Returns
     -------
     CVResult
@@ -166,7 +202,7 @@ def cross_validate(
     """
     started = time.perf_counter()
     notes = _grouping_notes(features)
-    folds = make_folds(features.classes, features.groups, n_folds, seed)
+    folds = _make_folds(features, n_folds, seed)
     grouped_folds, zone = folds, _dead_zone(features, folds, dead_zone, seed)
     if zone is not None:
         folds = zone.pop("folds")
@@ -174,7 +210,7 @@ def cross_validate(
             f"dead zone: each training part leaves out the clips within the channel radius of its test part "
             f"({100 * zone['dropped']:.0f} % of training clips on average)"
         )
-    models, fold_baselines = _run_folds(features, estimator, folds, seed, n_jobs, progress, baselines)
+    models, fold_baselines = _run_folds(features, estimator, folds, seed, n_jobs, progress, baselines, errors)
     fold_results = [
         _fold_result(k, features, train, test, model, base)
         for k, ((train, test), model, base) in enumerate(zip(folds, models, fold_baselines))
@@ -201,7 +237,24 @@ def cross_validate(
         warnings=notes,
         leakage=audit,
         group_sizes=_group_sizes(features),
+        evidence={
+            int(test[row]): ev for (_, test), model in zip(folds, models) for row, ev in model["evidence"].items()
+        },
     )
+
+
+def _make_folds(features: FeatureSet, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The folds; when there are too few groups (or clips) for ``n_folds``, the error names the count that works."""
+    try:
+        return make_folds(features.classes, features.groups, n_folds, seed)
+    except ValueError as exc:
+        if features.groups is not None:
+            most = features.n_groups
+        else:
+            most = max((int(np.sum(features.classes == c)) for c in set(features.classes.tolist())), default=0)
+        if most < 2 or most >= n_folds:
+            raise
+        raise ValueError(f"{exc}; use --folds {most} or fewer") from None
 
 
 def _dead_zone(
@@ -250,6 +303,7 @@ def _run_folds(
     n_jobs: int | None,
     progress: Callable[[str, int, int], None] | None,
     baselines: bool,
+    errors: int = 0,
 ) -> tuple[list[dict[str, Any]], list[dict[str, np.ndarray]]]:
     """Every fold's model output and baseline predictions, computed in parallel."""
     from ..utils.parallel import parallel_map, resolve_jobs
@@ -268,6 +322,8 @@ def _run_folds(
             [features.sequences[i] for i in test],
             seed * 1000 + k,
             parallel,
+            features.classes[test] if kind == "model" else None,
+            errors if kind == "model" else 0,
         )
         for kind in ["model"] + (["baselines"] if baselines else [])
         for k, (train, test) in enumerate(folds)
@@ -292,12 +348,17 @@ def _fold_result(
     k: int, features: FeatureSet, train: np.ndarray, test: np.ndarray, model: dict, base: dict
 ) -> FoldResult:
     truth = features.classes[test]
+    metrics = icbhi_metrics(truth, model["predicted"])
+    if not (np.isfinite(metrics["sensitivity"]) and np.isfinite(metrics["specificity"])):
+        # A test part without normal (or abnormal) clips has no Sp (or Se), so no ICBHI Score: "n/a", not
+        # the one rate it has.
+        metrics["score"] = float("nan")
     return FoldResult(
         fold=k,
         train_size=int(len(train)),
         test_size=int(len(test)),
         test_groups=sorted(set(features.groups[test].tolist())) if features.groups is not None else [],
-        metrics=icbhi_metrics(truth, model["predicted"]),
+        metrics=metrics,
         baselines={name: icbhi_metrics(truth, pred) for name, pred in base.items()},
         fit_seconds=round(model["fit_seconds"], 3),
         fit_report=model["fit_report"],

@@ -153,8 +153,13 @@ def plot_folds(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
     fig, ax = plt.subplots(figsize=(6.8, 4.0), dpi=100)
     bars = (("score", "Score", "#4c72b0"), ("sensitivity", "Se", "#dd8452"), ("specificity", "Sp", "#55a868"))
     for i, (key, name, colour) in enumerate(bars):
-        values = [100 * np.nan_to_num(f["metrics"][key] if f["metrics"][key] is not None else np.nan) for f in folds]
-        ax.bar(x + (i - 1) * 0.27, values, width=0.27, color=colour, label=name)
+        values = [f["metrics"][key] for f in folds]
+        missing = [v is None or not np.isfinite(v) for v in values]
+        heights = [0.0 if gone else 100 * v for v, gone in zip(values, missing)]
+        ax.bar(x + (i - 1) * 0.27, heights, width=0.27, color=colour, label=name)
+        for k in np.flatnonzero(missing):
+            # A fold without normal (or abnormal) clips has no Sp (or Se) and no Score: say so, not 0.
+            ax.text(x[k] + (i - 1) * 0.27, 1, "n/a", rotation=90, ha="center", va="bottom", fontsize=7)
     if report.get("score") is not None:
         ax.axhline(
             100 * report["score"], color="#4c72b0", ls="--", lw=1, label=f"pooled Score {100 * report['score']:.1f}"
@@ -166,6 +171,7 @@ def plot_folds(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
             f"fold {f['fold']}\n{len(f['test_groups'])} {unit}" if f["test_groups"] else f"fold {f['fold']}"
             for f in folds
         ],
+        fontsize=8 if len(folds) <= 6 else 7,
     )
     ax.set_ylim(0, 122)
     ax.set_yticks(np.arange(0, 101, 20))
@@ -220,5 +226,46 @@ def plot_leakage(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
     probe_ax.set_xlabel("1-nearest-neighbour probe Score (50 = always normal)")
     probe_ax.legend(fontsize=7, loc="lower right")
     probe_ax.set_title("memorising probe per kind of fold (lower: less leakage)", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+GROUPS_SHOWN = 40
+"""Groups drawn in the per-group figure (the worst); every group is in the table and ``groups.csv``."""
+
+
+def plot_groups(rows: list[dict[str, Any]], path: str | os.PathLike[str], unit: str = "groups") -> None:
+    """Per-group Score, Se and Sp (top) and clips and errors (bottom), worst group first.
+
+    ``rows`` are :func:`~hmmclf.evaluation.per_group.group_rows`; a rate a
+    group cannot have (no normal clip: no Sp) is drawn as "n/a", not 0.
+    """
+    plt = _pyplot()
+    shown = rows[:GROUPS_SHOWN]
+    x = np.arange(len(shown))
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(max(6.8, 0.22 * len(shown) + 2), 5.6), dpi=100, sharex=True, height_ratios=(1.4, 1)
+    )
+    score = [np.nan if r["score"] is None else 100 * r["score"] for r in shown]
+    top.bar(x, np.nan_to_num(score), width=0.7, color="#4c72b0", alpha=0.55, label="Score")
+    for key, name, marker, colour in (("sensitivity", "Se", "^", "#dd8452"), ("specificity", "Sp", "v", "#55a868")):
+        values = np.array([np.nan if r[key] is None else 100 * r[key] for r in shown])
+        top.plot(x, values, marker, color=colour, ms=6, ls="", label=f"{name} (absent: n/a)")
+    for k in np.flatnonzero(np.isnan(score)):
+        top.text(x[k], 2, "n/a", rotation=90, ha="center", va="bottom", fontsize=7, color="#333")
+    top.axhline(50, color="grey", ls=":", lw=1)
+    top.set_ylim(0, 109)
+    top.set_ylabel("percent")
+    top.legend(fontsize=7, ncol=3, loc="upper left", bbox_to_anchor=(0, 1.02), frameon=False)
+    more = f"; the worst {len(shown)} of {len(rows)} shown, all in groups.csv" if len(rows) > len(shown) else ""
+    top.set_title(f"Score, Se and Sp per {unit.rstrip('s')}, worst first{more}", fontsize=10)
+    clips = np.array([r["clips"] for r in shown])
+    errors = np.array([r["errors"] for r in shown])
+    bottom.bar(x, clips, width=0.7, color="#c8c8c8", label="clips")
+    bottom.bar(x, errors, width=0.7, color="#c44e52", label="errors (not exactly their class)")
+    bottom.set_ylabel("clips")
+    bottom.legend(fontsize=7, loc="upper right", frameon=False)
+    bottom.set_xticks(x, [str(r["group"])[:14] for r in shown], rotation=90, fontsize=7)
+    bottom.set_xlabel(unit.rstrip("s"))
     fig.tight_layout()
     _save(fig, path)

@@ -20,7 +20,17 @@ from .. import __version__
 from ..task.classes import CLASSES
 from ..utils.files import atomic_open, atomic_write_text
 from .cv import CVResult
-from .figures import FIGURES, plot_confusion, plot_folds, plot_leakage, plot_tradeoff, tradeoff_curve
+from .figures import (
+    FIGURES,
+    grouping_unit,
+    plot_confusion,
+    plot_folds,
+    plot_groups,
+    plot_leakage,
+    plot_tradeoff,
+    tradeoff_curve,
+)
+from .per_group import concentration, group_rows, write_groups_csv
 from .report_html import format_html
 from .report_markdown import format_markdown
 from .report_text import pct
@@ -71,23 +81,36 @@ def report_dict(result: CVResult, command: str | None = None, extra: dict | None
             "description": result.grouping.describe(),
         },
         "leakage": result.leakage,
+        "per_group": group_rows(result.predictions),
         "warnings": result.warnings,
         "seconds": round(result.seconds, 3),
         "config": result.config,
     }
+    out["per_group_summary"] = concentration(out["per_group"])
     if extra:
         out.update(extra)
     return _jsonable(out)
 
 
 def write_cv_report(
-    result: CVResult, out_dir: str | os.PathLike[str], command: str | None = None, extra: dict | None = None
+    result: CVResult,
+    out_dir: str | os.PathLike[str],
+    command: str | None = None,
+    extra: dict | None = None,
+    errors: int = 0,
+    clip_folder: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Write the report files into ``out_dir``.
 
     ``report.json`` (all numbers), ``report.md``, ``report.html`` (self-contained,
     images inlined), ``predictions.csv`` (every clip's out-of-fold prediction),
-    ``confusion.png``, ``tradeoff.png`` (Se-Sp curve) and ``folds.png``.
+    ``groups.csv`` (Se, Sp and Score per group), ``confusion.png``,
+    ``tradeoff.png`` (Se-Sp curve), ``folds.png``, ``leakage.png`` and ``groups.png``.
+
+    ``errors`` > 0 adds the Errors section to ``report.html``: that many of
+    the most confident mistakes per confusion cell, playable, read from
+    ``clip_folder`` (:mod:`.report_errors`; ``result`` must come from
+    ``cross_validate(..., errors=errors)`` for their evidence).
 
     ``out_dir`` must not hold an earlier report: reports are never overwritten.
     Returns the report dictionary.
@@ -110,8 +133,25 @@ def write_cv_report(
     plot_folds(report, out_dir / "folds.png")
     plot_leakage(report, out_dir / "leakage.png")
     images = {name: out_dir / f"{name}.png" for name in FIGURES}
+    if report["per_group"]:
+        write_groups_csv(report["per_group"], out_dir / "groups.csv")
+        plot_groups(report["per_group"], out_dir / "groups.png", unit=grouping_unit(report))
+        images["groups"] = out_dir / "groups.png"
+    section = _errors_section(result, report, errors, clip_folder)
+    report["errors"] = _jsonable(section.info)
     atomic_write_text(out_dir / "report.md", format_markdown(report))
-    atomic_write_text(out_dir / "report.html", format_html(report, images))
+    atomic_write_text(out_dir / "report.html", format_html(report, images, errors_html=section.html))
     # report.json last: its presence marks a complete report.
     atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2))
     return report
+
+
+def _errors_section(result: CVResult, report: dict[str, Any], errors: int, clip_folder: Any):
+    """The Errors section of the page (empty with ``errors`` 0)."""
+    from ..data.features import FeatureConfig
+    from .report_errors import build_errors_section
+
+    config = FeatureConfig.from_dict(report["config"]["feature_config"])
+    return build_errors_section(
+        result.predictions, result.evidence, errors, clip_folder, config, unit=grouping_unit(report)
+    )

@@ -10,12 +10,16 @@ from typing import Any
 
 from ..task.classes import CLASSES
 from .figures import FIGURES, grouping_unit, is_grouped
+from .report_errors import STYLE as ERRORS_STYLE
 from .report_text import (
+    GROUP_HEADER,
     SCORE_HEADER,
     config_rows,
     describe_grouping,
+    describe_groups_results,
     describe_interval,
     describe_leakage,
+    group_table_rows,
     header_rows,
     pct,
     score_rows,
@@ -30,6 +34,8 @@ table.facts th { text-align: left; white-space: nowrap; } table.facts td { text-
 figure { display: inline-block; margin: 0.5em; } img { max-width: 100%; }
 .warn { color: #b00; } code { background: #f3f3f3; padding: 0 0.2em; }
 """
+GROUP_ROWS_OPEN = 30
+"""Groups listed in the open per-group table; the others are in a closed <details> under it."""
 
 
 def html_table(header: list[str], rows: list[list[Any]]) -> str:
@@ -129,12 +135,42 @@ def _details(report: dict[str, Any]) -> str:
     )
 
 
-def format_html(report: dict[str, Any], images: dict[str, Path]) -> str:
-    """``report.html``: one self-contained page, images inlined as data URIs."""
+def _per_group(report: dict[str, Any], images: dict[str, Path]) -> str:
+    """Se, Sp and Score per group, worst first: the table and the figure ("" without groups)."""
+    rows = group_table_rows(report)
+    if not rows:
+        return ""
+    unit = grouping_unit(report)
+    header = [unit.rstrip("s")] + GROUP_HEADER
+    table = html_table(header, rows[:GROUP_ROWS_OPEN])
+    if len(rows) > GROUP_ROWS_OPEN:
+        rest = html_table(header, rows[GROUP_ROWS_OPEN:])
+        table += f"<details><summary>the other {len(rows) - GROUP_ROWS_OPEN} {unit}</summary>{rest}</details>"
+    figure = (
+        png_figure(images["groups"], f"Score, Se and Sp per {unit.rstrip('s')}, worst first")
+        if "groups" in images
+        else ""
+    )
+    return (
+        f"<section id='groups'><h2>Per {unit.rstrip('s')} (worst first; also in groups.csv)</h2>"
+        f"<p>{html.escape(describe_groups_results(report))} Se is n/a for a {unit.rstrip('s')} without abnormal "
+        "clips, Sp without normal ones, and then the Score too (it needs both); such a row is ranked by the "
+        "rate it has.</p>" + figure + table + "</section>"
+    )
+
+
+def format_html(report: dict[str, Any], images: dict[str, Path], errors_html: str = "") -> str:
+    """``report.html``: one self-contained page, images inlined as data URIs.
+
+    ``errors_html`` is the Errors section (:mod:`.report_errors`), placed after the per-group results.
+    """
     figures = "".join(png_figure(images[name], caption) for name, caption in FIGURES.items() if name in images)
+    style = STYLE + (ERRORS_STYLE if errors_html else "")
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>hmmclf cross-validation report</title>\n'
-        f"<style>{STYLE}</style></head><body>\n<h1>hmmclf cross-validation report</h1>\n"
-        + "\n".join([_opening(report), _scores(report), figures, _details(report)])
+        f"<style>{style}</style></head><body>\n<h1>hmmclf cross-validation report</h1>\n"
+        + "\n".join(
+            [_opening(report), _scores(report), figures, _per_group(report, images), errors_html, _details(report)]
+        )
         + "\n</body></html>\n"
     )

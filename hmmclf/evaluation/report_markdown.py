@@ -76,8 +76,43 @@ def format_markdown(report: dict[str, Any]) -> str:
             f"| {f['fold']} | {f['train_size']} | {f['test_size']} | {words.pct(m['score'])} | "
             f"{words.pct(m['sensitivity'])} | {words.pct(m['specificity'])} | {groups} |"
         )
+    out += _per_group(report) + _errors(report)
     out += ["", "## Configuration", "", "| setting | value |", "|---|---|"]
     out += [f"| {name} | {value.replace('|', '/')} |" for name, value in words.config_rows(report)]
     out += ["", "<details><summary>full configuration (JSON)</summary>", "", "```json", json.dumps(cfg, indent=2)]
     out += ["```", "", "</details>", ""]
     return "\n".join(out)
+
+
+MARKDOWN_GROUP_ROWS = 30
+
+
+def _per_group(report: dict[str, Any]) -> list[str]:
+    """The per-group table, worst first (the first rows; all are in groups.csv)."""
+    rows = words.group_table_rows(report)
+    if not rows:
+        return []
+    unit = grouping_unit(report)
+    header = [unit.rstrip("s")] + words.GROUP_HEADER
+    out = ["", f"## Per {unit.rstrip('s')} (worst first)", "", words.describe_groups_results(report), ""]
+    out += [f"![Score, Se and Sp per {unit.rstrip('s')}](groups.png)", ""]
+    out += ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    out += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in rows[:MARKDOWN_GROUP_ROWS]]
+    if len(rows) > MARKDOWN_GROUP_ROWS:
+        out += ["", f"The other {len(rows) - MARKDOWN_GROUP_ROWS} {unit} are in groups.csv."]
+    return out
+
+
+def _errors(report: dict[str, Any]) -> list[str]:
+    """Where to listen to the mistakes."""
+    info = report.get("errors") or {}
+    if not info.get("per_cell"):
+        return []
+    return [
+        "",
+        "## Errors",
+        "",
+        f"report.html plays the {info['per_cell']} most confident mistakes of each confusion cell, with their "
+        "spectrogram and the model's per-frame evidence; `hmmclf errors REPORT_DIR` lists them and "
+        "`--copy DIR` copies the clips.",
+    ]

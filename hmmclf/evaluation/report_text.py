@@ -13,6 +13,7 @@ from typing import Any
 from ..task.classes import CLASSES
 from .figures import grouping_unit, is_grouped
 from .leakage import INFERRED_GROUP_OPTIMISM, PROBE_VIEWS
+from .per_group import describe_concentration, format_rate
 
 BASELINE_TITLES = {
     "always_normal": "always normal",
@@ -88,9 +89,10 @@ def describe_grouping(report: dict[str, Any]) -> str:
 def describe_interval(report: dict[str, Any]) -> str:
     """The Score's bootstrap interval, and plainly whether it is distinguishable from always answering normal."""
     ci = report["score_interval"]
+    # One wording everywhere: "bootstrap over patients (or groups)", or clips when the folds had no groups.
+    over = grouping_unit(report) if ci.get("resampled") == "groups" else "clips"
     text = (
-        f"Score {int(round(ci['level'] * 100))}% bootstrap interval (resampling {ci['resampled']}): "
-        f"{pct(ci['low'])} to {pct(ci['high'])}"
+        f"Score {int(round(ci['level'] * 100))}% interval, bootstrap over {over}: {pct(ci['low'])} to {pct(ci['high'])}"
     )
     if ci["low"] is None or ci["high"] is None:
         return text
@@ -213,3 +215,36 @@ def describe_leakage(leakage: dict[str, Any]) -> str:
     if leakage.get("warning"):
         lines.append(leakage["warning"])
     return "\n".join(lines)
+
+
+GROUP_HEADER = ["clips", "% of clips", "normal", "abnormal", "errors", "% of errors", "Se", "Sp", "Score", "folds"]
+
+
+def group_table_rows(report: dict[str, Any]) -> list[list[str]]:
+    """The per-group table, worst first: group, clips and shares, Se, Sp and Score ("n/a" when a group has
+    no clip to measure a rate on), the folds it was tested in."""
+    rows = report.get("per_group") or []
+    clips = sum(r["clips"] for r in rows) or 1
+    errors = sum(r["errors"] for r in rows) or 1
+    return [
+        [
+            str(r["group"]),
+            str(r["clips"]),
+            f"{100 * r['clips'] / clips:.1f}",
+            str(r["normal"]),
+            str(r["abnormal"]),
+            str(r["errors"]),
+            f"{100 * r['errors'] / errors:.1f}",
+            format_rate(r["sensitivity"]),
+            format_rate(r["specificity"]),
+            format_rate(r["score"]),
+            " ".join(str(f) for f in r["folds"]),
+        ]
+        for r in rows
+    ]
+
+
+def describe_groups_results(report: dict[str, Any]) -> str:
+    """One sentence on how the clips and errors spread over the groups ("" without groups)."""
+    text = describe_concentration(report.get("per_group_summary"), grouping_unit(report))
+    return text[0].upper() + text[1:] + "." if text else ""
