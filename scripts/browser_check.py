@@ -69,16 +69,30 @@ class Browser:
         self.timeout = timeout
         to_chrome_r, self._to_chrome = os.pipe()
         self._from_chrome, from_chrome_w = os.pipe()
-        # The shell puts the pipe ends on descriptors 3 and 4, where --remote-debugging-pipe expects them.
-        command = f'exec "$0" "$@" 3<&{to_chrome_r} 4>&{from_chrome_w}'
         args = [*FLAGS, f"--user-data-dir={profile}", "--remote-debugging-pipe", "about:blank"]
-        self.process = subprocess.Popen(
-            ["sh", "-c", command, binary, *args],
-            pass_fds=(to_chrome_r, from_chrome_w),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+
+        def pipe_on_3_and_4() -> None:
+            # In the child: the pipe ends on descriptors 3 and 4, where --remote-debugging-pipe expects them
+            # (first moved above 10, so that neither overwrites the other).
+            import fcntl
+
+            read_end, write_end = (
+                fcntl.fcntl(to_chrome_r, fcntl.F_DUPFD, 10),
+                fcntl.fcntl(from_chrome_w, fcntl.F_DUPFD, 10),
+            )
+            os.dup2(read_end, 3)
+            os.dup2(write_end, 4)
+
+        # Chromium's own log (noisy: D-Bus, GPU) goes to $BROWSER_CHECK_LOG when set, for debugging.
+        with open(os.environ.get("BROWSER_CHECK_LOG", os.devnull), "ab") as log:
+            self.process = subprocess.Popen(
+                [binary, *args],
+                close_fds=False,  # Python's own descriptors are not inheritable (PEP 446): only 3 and 4 pass
+                preexec_fn=pipe_on_3_and_4,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
         os.close(to_chrome_r)
         os.close(from_chrome_w)
         self._buffer = b""

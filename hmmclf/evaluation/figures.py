@@ -224,7 +224,8 @@ def plot_leakage(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
     probe_ax.invert_yaxis()
     probe_ax.set_xlim(0, 100)
     probe_ax.set_xlabel("1-nearest-neighbour probe Score (50 = always normal)")
-    probe_ax.legend(fontsize=7, loc="lower right")
+    if bars:  # a run without the leakage audit has no probe to show
+        probe_ax.legend(fontsize=7, loc="lower right")
     probe_ax.set_title("memorising probe per kind of fold (lower: less leakage)", fontsize=10)
     fig.tight_layout()
     _save(fig, path)
@@ -243,9 +244,8 @@ def plot_groups(rows: list[dict[str, Any]], path: str | os.PathLike[str], unit: 
     plt = _pyplot()
     shown = rows[:GROUPS_SHOWN]
     x = np.arange(len(shown))
-    fig, (top, bottom) = plt.subplots(
-        2, 1, figsize=(max(6.8, 0.22 * len(shown) + 2), 5.6), dpi=100, sharex=True, height_ratios=(1.4, 1)
-    )
+    width = max(6.8, 0.22 * len(shown) + 2)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(width, 5.6), dpi=100, sharex=True, height_ratios=(1.4, 1))
     score = [np.nan if r["score"] is None else 100 * r["score"] for r in shown]
     top.bar(x, np.nan_to_num(score), width=0.7, color="#4c72b0", alpha=0.55, label="Score")
     for key, name, marker, colour in (("sensitivity", "Se", "^", "#dd8452"), ("specificity", "Sp", "v", "#55a868")):
@@ -267,5 +267,6 @@ def plot_groups(rows: list[dict[str, Any]], path: str | os.PathLike[str], unit: 
     bottom.legend(fontsize=7, loc="upper right", frameon=False)
     bottom.set_xticks(x, [str(r["group"])[:14] for r in shown], rotation=90, fontsize=7)
     bottom.set_xlabel(unit.rstrip("s"))
-    fig.tight_layout()
+    # Fixed margins, not tight_layout: that draws the figure once more, and this figure is in every report.
+    fig.subplots_adjust(left=0.8 / width, right=1 - 0.25 / width, top=0.93, bottom=0.17, hspace=0.08)
     _save(fig, path)
