@@ -5,7 +5,7 @@ Usage::
     PYTHONPATH=. python scripts/interrupt_extract.py --iterations 200 [--signal INT|KILL|MIX]
         [--corpus /tmp/interrupt-corpus] [--clips 1000] [--jobs 2] [--hang 5] [--seed 0]
 
-Each iteration starts ``python -m hmmclf.app.cli extract`` in its own process
+Each iteration starts ``python -m hmmclf extract`` (what the ``hmmclf`` command runs) in its own process
 group (as a terminal runs a foreground job), waits a random time, sends the
 signal to the whole group (what Ctrl-C does: the loky workers get it too),
 and measures how long the command takes to exit. A command still alive
@@ -52,7 +52,7 @@ def build(corpus: Path, clips: int) -> None:
 
 def command(corpus: Path, out: Path, jobs: int) -> list[str]:
     return [
-        sys.executable, "-m", "hmmclf.app.cli", "extract", "--data", str(corpus / "train"),
+        sys.executable, "-m", "hmmclf", "extract", "--data", str(corpus / "train"),
         "--labels", str(corpus / "train.csv"), "--out", str(out), "-j", str(jobs),
     ]  # fmt: skip
 

@@ -264,7 +264,37 @@ def _local_executor(n_workers: int):
         _executor = get_reusable_executor(
             max_workers=n_workers, timeout=_WORKER_IDLE_SECONDS, env=_WORKER_ENV, initializer=_ignore_sigint
         )
+        with _sigint_ignored():
+            # A first task makes loky start its missing workers now, from this thread, while SIGINT is
+            # ignored: a process started so inherits that, and a Ctrl-C during its start-up imports
+            # (before the initializer runs) cannot print a traceback from it.
+            _executor.submit(os.getpid)
         return _executor
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored, for processes started meanwhile, and held back, for this one (main thread only).
+
+    The disposition SIG_IGN is what a started process inherits. Blocking SIGINT as well keeps a
+    Ctrl-C that arrives meanwhile pending (a blocked signal is not discarded even while ignored),
+    so it is delivered to this process once its handler is back, not lost.
+    """
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    can_block = hasattr(signal, "pthread_sigmask")
+    if can_block:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if can_block:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 _INTERRUPT_JOIN_SECONDS = 5.0
@@ -312,6 +342,27 @@ def kill_workers() -> None:
         executors = {id(executor): executor} if executor is not None else {}
     for executor in executors.values():
         _kill_pool(executor)
+    _kill_child_processes()
+
+
+def _kill_child_processes() -> None:
+    """SIGKILL every remaining child of this process: a worker whose start the pool had not recorded yet.
+
+    Linux only (it reads /proc); elsewhere such a worker still exits by itself shortly after this
+    process, once its start-up imports are done (see :func:`_ignore_sigint`).
+    """
+    import signal
+
+    me = os.getpid()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                with open(f"/proc/{entry.name}/stat", encoding="ascii", errors="replace") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+                if int(fields[1]) == me:  # the field after the state is the parent's pid
+                    os.kill(int(entry.name), signal.SIGKILL)
 
 
 def _kill_pool(executor) -> None:
