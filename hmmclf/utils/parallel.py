@@ -361,8 +361,12 @@ def _kill_child_processes() -> None:
             with contextlib.suppress(OSError, ValueError, IndexError):
                 with open(f"/proc/{entry.name}/stat", encoding="ascii", errors="replace") as fh:
                     fields = fh.read().rsplit(")", 1)[1].split()
-                if int(fields[1]) == me:  # the field after the state is the parent's pid
-                    os.kill(int(entry.name), signal.SIGKILL)
+                if int(fields[1]) != me:  # the field after the state is the parent's pid
+                    continue
+                with open(f"/proc/{entry.name}/cmdline", "rb") as fh:
+                    if b"resource_tracker" in fh.read():
+                        continue  # loky's tracker cleans the pool's semaphores up and exits by itself
+                os.kill(int(entry.name), signal.SIGKILL)
 
 
 def _kill_pool(executor) -> None:
