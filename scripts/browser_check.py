@@ -241,6 +241,8 @@ def main() -> int:
     parser.add_argument("--shot", action="append", default=[], metavar="SELECTOR=PNG")
     args = parser.parse_args()
     shots = dict(item.rsplit("=", 1) for item in args.shot)
+    if not Path(args.html).is_file():
+        parser.error(f"{args.html}: no such file")
     result = check_page(args.html, shots)
     bad = [a for a in result["audio"] if a["readyState"] < 1 or not a["duration"] or a["error"]]
     summary = {

@@ -105,6 +105,9 @@ def thumbnail_png(samples: np.ndarray, config: FeatureConfig, ratio: np.ndarray 
 
     sr = config.sample_rate
     power = power_spectrogram(samples, config.frame_length, config.hop_length)
+    if ratio is not None and 0 < len(ratio) < power.shape[1]:
+        # The feature frames may stop a frame or two before the STFT's padded last frames: draw the same span.
+        power = power[:, : len(ratio)]
     db = power_to_db(mel_filterbank(sr, config.frame_length, SPECTROGRAM_BANDS, 0.0, sr / 2) @ power)
     low, high = np.percentile(db, [5, 99.5])
     level = np.clip((db - low) / max(high - low, 1e-6), 0, 1)[::-1]  # low frequencies at the bottom
