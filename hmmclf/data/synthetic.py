@@ -121,6 +121,20 @@ def synthesize_clip(
     return signal / np.max(np.abs(signal)) * rng.uniform(0.3, 0.8)
 
 
+def _check_at_least(**values: tuple[int, int]) -> None:
+    """ValueError naming the first ``name=(value, lowest allowed)`` below its bound."""
+    for name, (value, lowest) in values.items():
+        if value < lowest:
+            raise ValueError(f"{name} must be >= {lowest}, got {value}")
+
+
+def _corpus_folders(out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """The corpus folder and its ``train/`` folder, created."""
+    root = Path(out_dir)
+    (root / "train").mkdir(parents=True, exist_ok=True)
+    return root, root / "train"
+
+
 def _atomic_write(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
     write(tmp)
@@ -140,13 +154,8 @@ def synthesize_corpus(
     import pandas as pd
     import soundfile as sf
 
-    if n_per_class < 3:
-        raise ValueError(f"n_per_class must be >= 3, got {n_per_class}")
-    if n_patients < 3:
-        raise ValueError(f"n_patients must be >= 3, got {n_patients}")
-    root = Path(out_dir)
-    train = root / "train"
-    train.mkdir(parents=True, exist_ok=True)
+    _check_at_least(n_per_class=(n_per_class, 3), n_patients=(n_patients, 3))
+    root, train = _corpus_folders(out_dir)
     rng = np.random.default_rng(seed)
     patients = [
         {
@@ -205,12 +214,8 @@ def synthesize_patient_corpus(
     import pandas as pd
     import soundfile as sf
 
-    for name, value in (("n_patients", n_patients), ("recordings_per_patient", recordings_per_patient)):
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
-    root = Path(out_dir)
-    train = root / "train"
-    train.mkdir(parents=True, exist_ok=True)
+    _check_at_least(n_patients=(n_patients, 1), recordings_per_patient=(recordings_per_patient, 1))
+    root, train = _corpus_folders(out_dir)
     rng = np.random.default_rng(seed)
     rows = []
     for p in range(n_patients):
