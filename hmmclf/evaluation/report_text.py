@@ -68,6 +68,8 @@ def format_summary(report: dict[str, Any]) -> str:
     if report.get("score_interval"):
         lines.append(describe_interval(report))
     lines.append(describe_grouping(report))
+    if report.get("per_group_summary"):
+        lines.append(describe_groups_results(report).rstrip(".") + "; every group in groups.csv")
     if report.get("leakage"):
         lines.append(describe_leakage(report["leakage"]))
     lines.append("confusion (rows true, columns predicted):")
