@@ -1,4 +1,4 @@
-"""Issue 22: hostile labels files, Ctrl-C, typos, concurrent runs, lock files, usage errors, ENOSPC."""
+"""Reliability: hostile labels files and names, Ctrl-C, concurrent runs, locks, usage errors, a full disk."""
 
 import errno
 import os
