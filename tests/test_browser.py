@@ -1,4 +1,4 @@
-"""Issue 21: a report.html opened in a real browser (headless Chromium) plays every clip, with a clean console.
+"""A report.html opened in a real browser (headless Chromium) plays every clip, with a clean console.
 
 Skipped, saying why, when no Chromium is installed (.ci/run installs it when it can).
 """

@@ -1,4 +1,4 @@
-"""Issue 21: the Errors section of report.html, per-group results, and ``hmmclf errors``."""
+"""The Errors section of report.html, per-group results, and ``hmmclf errors``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ICBHI 2017 metric and its patient-bootstrap interval.
+"""The ICBHI 2017 metric and its bootstrap interval over patients (or groups).
 
 ICBHI 2017 definitions, over the four label classes:
 
