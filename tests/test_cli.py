@@ -79,7 +79,7 @@ def test_end_to_end_in_the_take_home_layout(runner, corpus):
 
 
 def test_cv_extracts_when_the_cache_is_missing(runner, corpus):
-    result = invoke(runner, ["cv", "--folds", "2", "--states", "2", "--jobs", "1"], corpus)
+    result = invoke(runner, ["cv", "--folds", "2", "--states", "2", "--jobs", "1", "--errors", "0"], corpus)
     assert result.exit_code == 0, result.output
     assert (corpus / "features" / "features.npz").exists()
     assert len(list((corpus / "reports").glob("cv-*/report.json"))) == 1
@@ -109,7 +109,9 @@ def test_user_errors_are_one_line(runner, tmp_path):
 def test_without_patients_groups_are_inferred_and_none_warns_loudly(runner, corpus):
     labels = pd.read_csv(corpus / "train.csv").drop(columns=["patient_id"])
     labels.to_csv(corpus / "train.csv", index=False)
-    result = invoke(runner, ["cv", "--folds", "2", "--states", "2", "--jobs", "1", "--out", "r"], corpus)
+    result = invoke(
+        runner, ["cv", "--folds", "2", "--states", "2", "--jobs", "1", "--errors", "0", "--out", "r"], corpus
+    )
     assert result.exit_code == 0, result.output
     assert "from the audio, by clustering the clips' recording signatures" in result.output
     report = json.loads((corpus / "r" / "report.json").read_text())
@@ -118,7 +120,9 @@ def test_without_patients_groups_are_inferred_and_none_warns_loudly(runner, corp
     assert report["leakage"]["grouped"] and "score_plain_folds" in report["leakage"]
     # The cache exists now; --groups none must still take effect.
     result = invoke(
-        runner, ["cv", "--folds", "2", "--states", "2", "--jobs", "1", "--groups", "none", "--out", "r2"], corpus
+        runner,
+        ["cv", "--folds", "2", "--states", "2", "--jobs", "1", "--errors", "0", "--groups", "none", "--out", "r2"],
+        corpus,
     )
     assert result.exit_code == 0, result.output
     assert "NOT grouped" in result.output and "LEAKAGE" in result.output

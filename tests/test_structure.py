@@ -4,6 +4,7 @@ no module or function grown too long."""
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+@functools.lru_cache(maxsize=1)
 def _modules() -> dict[str, Path]:
     return {_module_name(p): p for p in PACKAGE.rglob("*.py")}
 
@@ -52,6 +54,7 @@ def _internal_imports(module: str, path: Path) -> set[str]:
     return found - {module}
 
 
+@functools.lru_cache(maxsize=1)
 def _graph() -> dict[str, set[str]]:
     return {name: _internal_imports(name, path) for name, path in _modules().items()}
 
