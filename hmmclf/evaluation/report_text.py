@@ -219,7 +219,18 @@ def describe_leakage(leakage: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-GROUP_HEADER = ["clips", "% of clips", "normal", "abnormal", "errors", "% of errors", "Se", "Sp", "Score", "tested in fold"]
+GROUP_HEADER = [
+    "clips",
+    "% of clips",
+    "normal",
+    "abnormal",
+    "errors",
+    "% of errors",
+    "Se",
+    "Sp",
+    "Score",
+    "tested in fold",
+]
 
 
 def group_table_rows(report: dict[str, Any]) -> list[list[str]]:
