@@ -113,3 +113,25 @@ def test_cv_runs_on_data_without_a_both_clip(corpus, tmp_path):
     assert features.counts()["both"] == 0
     result = cross_validate(features, HMMClassifier(n_states=2, n_iter=3), n_folds=2, seed=0, n_jobs=1)
     assert "both" not in set(result.predictions["predicted"]) and result.metrics["score"] > 0.6
+
+
+def test_sprsound_score_is_the_mean_of_the_average_and_harmonic_mean():
+    from hmmclf.task.metrics import icbhi_metrics, sprsound_score
+
+    assert sprsound_score(0.0, 1.0) == pytest.approx(0.25)  # always normal: the harmonic term is 0
+    assert sprsound_score(0.6, 0.8) == pytest.approx((0.7 + 2 * 0.6 * 0.8 / 1.4) / 2)
+    assert np.isnan(sprsound_score(float("nan"), 0.5))
+    m = icbhi_metrics(
+        np.array(["normal", "normal", "crackle", "wheeze"]), np.array(["normal", "crackle", "crackle", "normal"])
+    )
+    assert m["sprsound_score"] == pytest.approx(sprsound_score(0.5, 0.5))
+
+
+def test_a_class_the_model_never_predicts_is_flagged():
+    from hmmclf.evaluation.cv import rarely_predicted
+
+    true = np.array(["normal"] * 50 + ["crackle"] * 20 + ["both"] * 12)
+    predicted = np.array(["normal"] * 55 + ["crackle"] * 26 + ["both"] * 1)
+    notes = rarely_predicted(true, predicted)
+    assert len(notes) == 1 and "'both' for 1 clips" in notes[0] and "12 clips are both" in notes[0]
+    assert rarely_predicted(true, true) == []

@@ -216,6 +216,7 @@ def cross_validate(
         for k, ((train, test), model, base) in enumerate(zip(folds, models, fold_baselines))
     ]
     table = prediction_table(features, folds, models)
+    notes += rarely_predicted(features.classes, table["predicted"].to_numpy(dtype=str))
     audit = leakage_audit(features, folds, seed, grouped_folds=grouped_folds if zone else None) if leakage else None
     if audit and audit["warning"]:
         notes.append(audit["warning"])
@@ -255,6 +256,23 @@ def _make_folds(features: FeatureSet, n_folds: int, seed: int) -> list[tuple[np.
         if most < 2 or most >= n_folds:
             raise
         raise ValueError(f"{exc}; use --folds {most} or fewer") from None
+
+
+RARELY_PREDICTED = 0.1
+"""A class predicted less than this often, relative to how often it occurs, is flagged in the report."""
+
+
+def rarely_predicted(true: np.ndarray, predicted: np.ndarray) -> list[str]:
+    """A warning for each class of at least 10 clips that the model (almost) never predicts."""
+    notes = []
+    for name in CLASSES:
+        support, count = int(np.sum(true == name)), int(np.sum(predicted == name))
+        if support >= 10 and count < RARELY_PREDICTED * support:
+            notes.append(
+                f"the model predicted {name!r} for {count} clips, though {support} clips are {name}: "
+                f"its recall cannot be more than {100 * count / support:.0f} %"
+            )
+    return notes
 
 
 def _dead_zone(

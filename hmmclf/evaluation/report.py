@@ -64,6 +64,7 @@ def report_dict(result: CVResult, command: str | None = None, extra: dict | None
         "score": m["score"],
         "sensitivity": m["sensitivity"],
         "specificity": m["specificity"],
+        "sprsound_score": m.get("sprsound_score"),
         "accuracy": m["accuracy"],
         "n_clips": m["n"],
         "per_class": m["per_class"],

@@ -19,9 +19,11 @@ from .report_text import (
     describe_groups_results,
     describe_interval,
     describe_leakage,
+    describe_sprsound_score,
     group_table_rows,
     header_rows,
     pct,
+    rule_chosen,
     score_rows,
 )
 
@@ -95,6 +97,7 @@ def _scores(report: dict[str, Any]) -> str:
         + html_table(SCORE_HEADER, score_rows(report))
         + "<p>Se: exact-class hits over all abnormal clips; Sp: recall of normal; Score = (Se+Sp)/2.\n"
         + "Always answering normal scores 50.</p>"
+        + (f"<p>{html.escape(describe_sprsound_score(report))}.</p>" if describe_sprsound_score(report) else "")
         + interval
         + leakage
     )
@@ -116,11 +119,11 @@ def _details(report: dict[str, Any]) -> str:
     fold_rows = [
         [f["fold"], f["train_size"], f["test_size"]]
         + [pct(f["metrics"][k]) for k in ("score", "sensitivity", "specificity")]
-        + [", ".join(f["test_groups"])]
+        + [rule_chosen(f), ", ".join(f["test_groups"])]
         for f in report["folds"]
     ]
     confusion_rows = [[s] + row for s, row in zip(CLASSES, report["confusion_matrix"])]
-    fold_header = ["fold", "train", "test", "Score", "Se", "Sp", f"test {grouping_unit(report)}"]
+    fold_header = ["fold", "train", "test", "Score", "Se", "Sp", "decision rule", f"test {grouping_unit(report)}"]
     config_json = html.escape(json.dumps(report["config"], indent=2))
     return (
         "<h2>Per class</h2>"

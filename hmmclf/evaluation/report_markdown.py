@@ -30,6 +30,8 @@ def format_markdown(report: dict[str, Any]) -> str:
     out += ["| " + " | ".join(words.SCORE_HEADER) + " |", "|---" * len(words.SCORE_HEADER) + "|"]
     out += ["| " + " | ".join(row) + " |" for row in words.score_rows(report, model_name="**hmmclf**")]
     out += ["", "Se: exact-class hits over all abnormal clips; Sp: recall of normal; Score = (Se+Sp)/2.", ""]
+    if words.describe_sprsound_score(report):
+        out += [words.describe_sprsound_score(report) + ".", ""]
     if report.get("repeats"):
         out += [
             "Repeated CV (the tables below detail the first seed):",
@@ -66,15 +68,15 @@ def format_markdown(report: dict[str, Any]) -> str:
         "",
         "## Folds",
         "",
-        f"| fold | train | test | Score | Se | Sp | test {grouping_unit(report)} |",
-        "|---|---|---|---|---|---|---|",
+        f"| fold | train | test | Score | Se | Sp | decision rule | test {grouping_unit(report)} |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for f in report["folds"]:
         m = f["metrics"]
         groups = ", ".join(f["test_groups"][:12]) + (" …" if len(f["test_groups"]) > 12 else "")
         out.append(
             f"| {f['fold']} | {f['train_size']} | {f['test_size']} | {words.pct(m['score'])} | "
-            f"{words.pct(m['sensitivity'])} | {words.pct(m['specificity'])} | {groups} |"
+            f"{words.pct(m['sensitivity'])} | {words.pct(m['specificity'])} | {words.rule_chosen(f)} | {groups} |"
         )
     out += _per_group(report) + _errors(report)
     out += ["", "## Configuration", "", "| setting | value |", "|---|---|"]

@@ -45,12 +45,31 @@ def score_rows(report: dict[str, Any], model_name: str = "hmmclf") -> list[list[
 SCORE_HEADER = ["system", "Score", "Se", "Sp"] + [f"recall {s}" for s in CLASSES]
 
 
+def rule_chosen(fold: dict[str, Any]) -> str:
+    """The decision rule a fold's model used: ``auto`` names the one it chose on its inner folds."""
+    decision = (fold.get("fit_report") or {}).get("decision") or {}
+    return str(decision.get("chosen") or decision.get("rule") or "argmax")
+
+
+def describe_sprsound_score(report: dict[str, Any]) -> str | None:
+    """The SPRSound challenge score in one sentence, or None for a report without it."""
+    value = report.get("sprsound_score")
+    if value is None:
+        return None
+    return (
+        f"SPRSound challenge score (AS + HS) / 2 = {pct(value)} (AS = (Se + Sp) / 2, HS = 2 Se Sp / (Se + Sp); "
+        "always normal scores 25.0 on it)"
+    )
+
+
 def format_summary(report: dict[str, Any]) -> str:
     """Compact terminal table: Score/Se/Sp of the model and the baselines, per-class recall, confusion."""
     lines = [f"{'':24s} {'Score':>6s} {'Se':>6s} {'Sp':>6s}   " + " ".join(f"{s:>7s}" for s in CLASSES)]
     for name, score, se, sp, *recalls in score_rows(report):
         lines.append(f"{name:24s} {score:>6s} {se:>6s} {sp:>6s}   " + " ".join(f"{r:>7s}" for r in recalls))
     lines.append("(percent; the last four columns are per-class recall)")
+    if describe_sprsound_score(report):
+        lines.append(describe_sprsound_score(report))
     if "fold_mean_std" in report:
         lines.append("over folds: " + ", ".join(f"{n} {v}" for n, v in mean_std(report["fold_mean_std"])))
     if report.get("repeat_mean_std"):

@@ -30,6 +30,19 @@ def class_indices(y: Sequence[str]) -> np.ndarray:
         raise ValueError(f"unknown label class {exc.args[0]!r}") from None
 
 
+def sprsound_score(sensitivity: float, specificity: float) -> float:
+    """The SPRSound challenge score: (AS + HS) / 2, AS = (Se + Sp) / 2, HS = 2 Se Sp / (Se + Sp).
+
+    The harmonic term punishes a lopsided operating point more than the ICBHI Score does
+    (Se 0, Sp 1 gives 0.25, not 0.5). NaN when either rate is.
+    """
+    if np.isnan(sensitivity) or np.isnan(specificity):
+        return float("nan")
+    average = (sensitivity + specificity) / 2
+    harmonic = 2 * sensitivity * specificity / (sensitivity + specificity) if sensitivity + specificity else 0.0
+    return float((average + harmonic) / 2)
+
+
 def icbhi_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
     """ICBHI Score, Se, Sp, accuracy, per-class precision/recall/F1 and the confusion matrix.
 
@@ -73,6 +86,7 @@ def icbhi_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
         else float("nan"),
         "sensitivity": sensitivity,
         "specificity": specificity,
+        "sprsound_score": sprsound_score(sensitivity, specificity),
         "accuracy": ratio(hits.sum(), confusion.sum()),
         "n": int(confusion.sum()),
         "per_class": per_class,
