@@ -172,6 +172,32 @@ def test_explain_says_when_no_single_threshold_applies(trained):
         assert info["thresholds"] is None and "no single threshold" in info["note"]
 
 
+def test_explain_draws_what_the_peak_detectors_decide_with(trained, tmp_path):
+    from hmmclf.model.decision.detectors import PeakDetectorsRule
+    from hmmclf.model.model_io import save_model
+
+    root, model_path = trained
+    model, config = load_model(model_path)
+    # auto, having chosen peak-detectors, with thresholds that make this clip's detectors fire or not.
+    chosen = PeakDetectorsRule(peak_frames=10, thresholds=np.array([0.0, 1e6]))
+    model.decision_rule_ = type("Auto", (), {"name": "auto", "chosen": chosen})()
+    info = decision_thresholds(model)
+    assert info["rule"] == "auto, which chose peak-detectors" and info["detector_thresholds"] == {
+        "crackle": 0.0,
+        "wheeze": 1e6,
+    }
+    model.decision_rule_ = chosen
+    saved = save_model(model, tmp_path / "peak.npz", config)
+    explanation, samples = explain_clip(root / "train" / "p1_wheeze_0.wav", saved)
+    curves = explanation["detector_evidence"]
+    fires = [max(curves[name]) > explanation["decision"]["detector_thresholds"][name] for name in ("crackle", "wheeze")]
+    expected = {(False, False): "normal", (True, False): "crackle", (False, True): "wheeze", (True, True): "both"}
+    assert explanation["class"] == expected[tuple(fires)]  # the drawn curves reproduce the decision
+    assert "wheeze detector" in format_explanation(explanation) and "does not fire" in format_explanation(explanation)
+    plot_explanation(explanation, samples, tmp_path / "peak.png")
+    assert (tmp_path / "peak.png").stat().st_size > 10_000
+
+
 def _captured_figures(monkeypatch):
     captured = []
     monkeypatch.setattr(figures, "_save", lambda fig, path: captured.append(fig))

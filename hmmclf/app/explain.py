@@ -48,29 +48,70 @@ def _segments(path: np.ndarray, frame_seconds: float) -> list[dict[str, Any]]:
     return segments
 
 
-def decision_thresholds(model: Any) -> dict[str, Any]:
-    """Where each abnormal class beats normal, as a threshold on its clip-mean per-frame log-likelihood ratio.
+def decision_thresholds(model: Any, n_frames: int | None = None) -> dict[str, Any]:
+    """The thresholds the model's decision rule decides this clip with, on the curves the picture draws.
 
-    Under the argmax and tuned rules class k scores above normal when
-    mean_t(log p_k(x_t) - log p_normal(x_t)) + (prior_k - prior_normal) + (offset_k - offset_normal) > 0,
-    so its threshold is -(prior_k - prior_normal) - (offset_k - offset_normal) (user class offsets
-    included). Other rules get ``thresholds`` None and a ``note`` why.
+    Under the argmax, tuned and tuned-length rules class k scores above normal when
+    mean_t(log p_k(x_t) - log p_normal(x_t)) + (prior_k - prior_normal) + (offset_k - offset_normal)
+    [+ w (length term_k - length term_normal) for tuned-length, which needs ``n_frames``] > 0, so its
+    threshold on the clip-mean ratio is minus the rest. Under peak-detectors (what ``auto`` chooses
+    on many corpora) a crackle and a wheeze detector fire when the best ``peak_frames``-frame average
+    of their evidence passes their threshold: ``detector_thresholds`` and ``peak_frames``. Other rules
+    get ``thresholds`` None and a ``note`` why. ``auto`` is read as the rule it chose.
     """
     rule = getattr(model, "decision_rule_", None)
+    chooser = ""
+    if rule is not None and rule.name == "auto" and getattr(rule, "chosen", None) is not None:
+        rule, chooser = rule.chosen, "auto, which chose "
     name = rule.name if rule is not None else "argmax"
-    if name not in ("argmax", "tuned"):
+    label = chooser + name
+    if name == "peak-detectors":
+        note = (
+            f"{label}: the crackle detector fires when the best {rule.peak_frames}-frame average of its evidence "
+            "passes its threshold, the wheeze detector likewise; both firing means 'both'"
+        )
+        detectors = {"crackle": round(float(rule.thresholds[0]), 4), "wheeze": round(float(rule.thresholds[1]), 4)}
+        return {"rule": label, "thresholds": None, "detector_thresholds": detectors,
+                "peak_frames": int(rule.peak_frames), "note": note}  # fmt: skip
+    if name not in ("argmax", "tuned", "tuned-length") or (name == "tuned-length" and n_frames is None):
         note = NO_THRESHOLD_NOTES.get(name, f"the {name} rule has no single threshold on these curves")
-        return {"rule": name, "thresholds": None, "note": note}
+        return {"rule": label, "thresholds": None, "note": note}
     shift = np.asarray(model.class_log_prior_, dtype=float).copy()
     if getattr(model, "class_offsets", None) is not None:
         shift += np.asarray(model.class_offsets, dtype=float)
-    if name == "tuned":
+    if name in ("tuned", "tuned-length"):
         shift += np.asarray(rule.offsets, dtype=float)
+    if name == "tuned-length":
+        from ..model.decision.offsets import length_log_likelihood
+
+        shift += rule.weight * length_log_likelihood(np.log([float(n_frames)]), rule.length_model)[0]
     # A class without training clips (log-prior -inf) never beats normal: it gets no threshold.
     thresholds = {c: round(float(shift[0] - shift[k]), 4) for k, c in enumerate(CLASSES) if k and np.isfinite(shift[k])}
-    what = "log-prior and tuned offset" if name == "tuned" else "log-prior"
-    note = f"{name} rule: each threshold is minus the class's {what} difference from normal"
-    return {"rule": name, "thresholds": thresholds, "note": note}
+    what = {"argmax": "log-prior", "tuned": "log-prior and tuned offset"}.get(
+        name, "log-prior, tuned offset and weighted clip-length term (for this clip's length)"
+    )
+    note = f"{label} rule: each threshold is minus the class's {what} difference from normal"
+    return {"rule": label, "thresholds": thresholds, "note": note}
+
+
+def detector_curves(increments: np.ndarray, peak_frames: int) -> dict[str, Any]:
+    """Crackle and wheeze detector evidence averaged over every window of ``peak_frames`` frames.
+
+    The maximum of each curve is what the peak-detectors rule compares with its threshold (a clip
+    shorter than the window gives one value, its mean). ``window`` is the width used; the value at
+    index i averages frames i .. i + window - 1.
+    """
+    from ..model.decision.detectors import detector_evidence
+
+    evidence = detector_evidence(increments)
+    width = max(1, min(int(peak_frames), len(evidence)))
+    kernel = np.ones(width) / width
+    curves: dict[str, Any] = {
+        name: np.round(np.convolve(evidence[:, j], kernel, mode="valid"), 5).tolist()
+        for j, name in enumerate(("crackle", "wheeze"))
+    }
+    curves["window"] = width
+    return curves
 
 
 def _true_class(true_label: str | None) -> str | None:
@@ -155,9 +196,11 @@ def explain_clip(
         "viterbi": viterbi,
         "log_likelihood_ratio": {c: np.round(r, 5).tolist() for c, r in ratio.items()},
         "mean_log_likelihood_ratio": {c: round(float(r.mean()), 5) for c, r in ratio.items()},
-        "decision": decision_thresholds(model),
+        "decision": decision_thresholds(model, n_frames=len(frames)),
         "feature_band": [float(config.fmin), float(config.fmax)],
     }
+    if "detector_thresholds" in explanation["decision"]:
+        explanation["detector_evidence"] = detector_curves(increments, explanation["decision"]["peak_frames"])
     _set_true_label(explanation, true_label)
     return explanation, clip.samples
 
@@ -200,6 +243,15 @@ def format_explanation(explanation: dict[str, Any], max_segments: int = 8) -> st
             against = f" against threshold {thresholds[state]:+.2f}: {verdict} normal"
         lines.append(f"{state} vs normal: mean {mean:+.2f} per frame{against}; strongest at {moments}")
     decision = explanation.get("decision")
+    for name, threshold in ((decision or {}).get("detector_thresholds") or {}).items():
+        curves = explanation["detector_evidence"]
+        curve = np.asarray(curves[name])
+        peak, start = float(curve.max()), int(curve.argmax()) * step
+        verdict = "fires" if peak > threshold else "does not fire"
+        lines.append(
+            f"{name} detector: best {curves['window'] * step:.2f}-s average evidence {peak:+.2f} "
+            f"(from {start:.2f}s) against threshold {threshold:+.2f}: {verdict}"
+        )
     if decision and not decision.get("thresholds"):
         lines.append(f"({decision['note']})")
     return "\n".join(lines)
@@ -315,6 +367,39 @@ def _viterbi_panel(ax: Any, side: Any, explanation: dict[str, Any], duration: fl
     )
 
 
+def _detector_panel(ax: Any, side: Any, explanation: dict[str, Any], duration: float, note: dict) -> None:
+    """The peak-detectors rule as it decides: each detector's window-averaged evidence and its threshold."""
+    from matplotlib.lines import Line2D
+
+    step = explanation["frame_seconds"]
+    curves = explanation["detector_evidence"]
+    thresholds = explanation["decision"]["detector_thresholds"]
+    window = curves["window"]
+    handles = []
+    for name, colour in (("crackle", CLASS_COLOURS["crackle"]), ("wheeze", CLASS_COLOURS["wheeze"])):
+        curve = np.asarray(curves[name])
+        centres = (np.arange(len(curve)) + window / 2) * step
+        ax.plot(centres, curve, color=colour, lw=1.4)
+        ax.axhline(thresholds[name], color=colour, ls="--", lw=1.2)
+        best = int(curve.argmax())
+        ax.plot([centres[best]], [curve[best]], marker="o", ms=7, color=colour, zorder=5)
+        fires = "fires" if curve[best] > thresholds[name] else "does not fire"
+        handles.append(Line2D([], [], color=colour, lw=1.5, label=f"{name} detector ({fires})"))
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_ylabel(f"detector evidence\n({window * step:.1f} s average)")
+    ax.set_xlabel("time (s)")
+    ax.set_xlim(0, duration)
+    handles.append(Line2D([], [], color="grey", ls="--", label="its threshold"))
+    handles.append(Line2D([], [], color="grey", marker="o", ls="", label="its best window"))
+    side.legend(handles=handles, loc="upper left", fontsize=8, frameon=False, borderaxespad=0)
+    text = (
+        f"How {explanation['decision']['rule']} decides: crackle evidence = log(p crackle + p both) - "
+        "log(p normal + p wheeze) per frame, wheeze likewise, averaged over a sliding window. A detector fires "
+        "when its best window (dot) is above its dashed line; both firing means 'both', neither 'normal'."
+    )
+    side.text(0, 0.55, _wrap(text), transform=side.transAxes, **note)
+
+
 def _ratio_panel(ax: Any, side: Any, explanation: dict[str, Any], duration: float, note: dict) -> None:
     """Per-frame likelihood ratios against normal (100 ms average), thresholds on their clip mean."""
     from matplotlib.lines import Line2D
@@ -410,7 +495,10 @@ def plot_explanation(
 
     _spectrogram_panel(fig, axes[1], side[1], samples, explanation, note)
     _viterbi_panel(axes[2], side[2], explanation, duration, note)
-    _ratio_panel(axes[3], side[3], explanation, duration, note)
+    if "detector_evidence" in explanation:
+        _detector_panel(axes[3], side[3], explanation, duration, note)
+    else:
+        _ratio_panel(axes[3], side[3], explanation, duration, note)
 
     fig.suptitle(figure_title(explanation), fontsize=11)
     fig.tight_layout()
