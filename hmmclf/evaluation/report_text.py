@@ -12,7 +12,7 @@ from typing import Any
 
 from ..task.classes import CLASSES
 from .figures import grouping_unit, is_grouped
-from .leakage import INFERRED_GROUP_OPTIMISM, PROBE_VIEWS
+from .leakage import INFERRED_GROUP_OPTIMISM, INFERRED_GROUP_PROBE_RESIDUAL, PROBE_VIEWS
 from .per_group import describe_concentration, format_rate
 
 BASELINE_TITLES = {
@@ -226,9 +226,12 @@ def describe_leakage(leakage: dict[str, Any]) -> str:
             )
         else:
             zone = ""
+        probe_low, probe_high = INFERRED_GROUP_PROBE_RESIDUAL["dead zone" if zoned else "no dead zone"]
         lines.append(
             "The groups were inferred from the audio, so one patient's recordings may still sit on both sides "
-            f"of a split.{zone} On two public databases with known patients, the Score with such groups "
+            f"of a split.{zone} On two public databases with known patients, the memorising probe under such "
+            f"folds scored {probe_low:.1f} to {probe_high:.1f} points above its Score under patient folds, "
+            "and the Score with such groups "
             f"{'and this dead zone ' if zoned else ''}lay {low:+.1f} to {high:+.1f} points from the "
             f"patient-grouped Score: read this Score as up to {high:.0f} points optimistic, and give a patient "
             "column when you have one."
