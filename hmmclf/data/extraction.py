@@ -197,7 +197,7 @@ def extract_corpus(
             parallel_map(features_of_chunk, tasks, n_jobs=n_workers, on_result=checkpoints.on_chunk)
         except KeyboardInterrupt:
             # Ctrl-C: keep what was computed (the next run resumes from it), then stop.
-            if any(run.results[i] is not None for i in run.todo):
+            if run.done > run.reused:
                 save_feature_set(run.snapshot(complete=False), cache_path)
             raise
         features = run.snapshot(complete=True)
@@ -261,6 +261,7 @@ class _ExtractionRun:
         self.results: list[ClipResult | None] = [previous.get(key) for key in zip(self.files, self.hashes)]
         self.todo = [i for i, result in enumerate(self.results) if result is None]
         self.reused = len(self.files) - len(self.todo)
+        self.done = self.reused
         self.chunks: list[list[int]] = []
         self.meta = {
             "labels": str(labels_csv.resolve()),
@@ -282,7 +283,8 @@ class _ExtractionRun:
             self.results[i] = result
             if result.sha1 is not None:
                 self.hashes[i] = result.sha1
-        return sum(result is not None for result in self.results)
+        self.done += len(chunk_results)
+        return self.done
 
     def audio_skips(self) -> list[dict[str, str]]:
         return [

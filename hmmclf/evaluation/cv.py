@@ -16,7 +16,7 @@ from ..task.classes import CLASSES
 from ..task.metrics import icbhi_metrics
 from ..task.splits import make_folds
 from .baselines import baseline_predictions
-from .dead_zone import K_NEIGHBOUR, channel_space, dead_zone_folds, dead_zone_radius
+from .dead_zone import dead_zone
 from .leakage import leakage_audit
 from .mistakes import confidence, select_clips
 
@@ -282,12 +282,7 @@ def _dead_zone(
     if mode not in ("auto", "on", "off"):
         raise ValueError(f"dead_zone must be 'auto', 'on' or 'off', got {mode!r}")
     wanted = mode == "on" or (mode == "auto" and features.grouping.kind == "inferred")
-    space = channel_space(features) if wanted else None
-    if space is None:
-        return None
-    radius = dead_zone_radius(space, seed=seed)
-    zoned, dropped = dead_zone_folds(space, folds, radius)
-    return {"folds": zoned, "radius": round(radius, 4), "dropped": round(dropped, 4), "k_neighbour": K_NEIGHBOUR}
+    return dead_zone(features, folds, seed) if wanted else None
 
 
 def _group_sizes(features: FeatureSet) -> list[int]:

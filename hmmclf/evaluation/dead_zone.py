@@ -16,6 +16,8 @@ recording's cloud of cycles. Neither looks at labels or patients.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..data.channel import VIEWS
@@ -76,3 +78,16 @@ def dead_zone_folds(
         out.append((train[keep], test))
         dropped.append(1.0 - keep.mean() if len(train) else 0.0)
     return out, float(np.mean(dropped))
+
+
+def dead_zone(features: FeatureSet, folds: list[tuple[np.ndarray, np.ndarray]], seed: int = 0) -> dict[str, Any] | None:
+    """``folds`` less a dead zone: the folds, the radius, the share of training clips left out.
+
+    None when the feature set holds no channel statistics (a cache of hmmclf 0.3).
+    """
+    space = channel_space(features)
+    if space is None:
+        return None
+    radius = dead_zone_radius(space, seed=seed)
+    zoned, dropped = dead_zone_folds(space, folds, radius)
+    return {"folds": zoned, "radius": round(radius, 4), "dropped": round(dropped, 4), "k_neighbour": K_NEIGHBOUR}

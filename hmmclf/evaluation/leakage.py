@@ -17,6 +17,7 @@ from ..data.feature_store import FeatureSet
 from ..task.metrics import icbhi_metrics
 from ..task.splits import make_folds
 from .baselines import clip_statistics
+from .dead_zone import dead_zone
 
 PROBE_VIEWS = {
     "mfcc": "clip MFCC mean and std, no mean normalisation",
@@ -99,7 +100,8 @@ def leakage_audit(
     """
     grouped = features.groups is not None
     plain_folds = make_folds(features.classes, None, len(folds), seed) if grouped else folds
-    zone = _audit_dead_zone(features, grouped_folds or folds, seed) if grouped_folds is None else None
+    # With inferred groups and no dead zone in the folds used, the audit measures what one would take away.
+    zone = dead_zone(features, folds, seed) if grouped_folds is None and features.grouping.kind == "inferred" else None
     views = {}
     for name, statistics in probe_views(features).items():
         used = 100 * nearest_neighbour_score(statistics, features.classes, folds)
@@ -133,20 +135,6 @@ def leakage_audit(
         audit["dead_zone_gain"] = round(top["score_grouped_folds"] - top["score_folds_used"], 2)
         audit["folds_have_dead_zone"] = True
     return audit
-
-
-def _audit_dead_zone(
-    features: FeatureSet, folds: list[tuple[np.ndarray, np.ndarray]], seed: int
-) -> dict[str, Any] | None:
-    """With inferred groups, the folds less a dead zone, to measure what channel-near clips give a memoriser."""
-    from .dead_zone import channel_space, dead_zone_folds, dead_zone_radius
-
-    space = channel_space(features) if features.grouping.kind == "inferred" else None
-    if space is None:
-        return None
-    radius = dead_zone_radius(space, seed=seed)
-    zoned, dropped = dead_zone_folds(space, folds, radius)
-    return {"folds": zoned, "radius": round(radius, 4), "dropped": round(dropped, 4)}
 
 
 def _warning(grouped: bool, used: float, plain: float) -> str | None:
