@@ -160,3 +160,41 @@ def test_classifier_scaling_and_log_give_the_same_models():
         np.testing.assert_allclose(a.means_, b.means_, atol=1e-7)
         np.testing.assert_allclose(a.transmat_, b.transmat_, atol=1e-7)
     np.testing.assert_allclose(fast.log_likelihood(X), slow.log_likelihood(X), rtol=1e-8)
+
+
+def test_compiled_recursions_equal_hmmlearns_kernels_to_the_bit():
+    from hmmlearn import _hmmc
+
+    from hmmclf.model.recursions import forward_all, forward_backward_all
+
+    rng = np.random.default_rng(5)
+    n_states = 4
+    startprob = rng.dirichlet(np.ones(n_states))
+    transmat = rng.dirichlet(np.ones(n_states), size=n_states)
+    lengths = rng.integers(1, 80, size=40)
+    bounds = np.concatenate([[0], np.cumsum(lengths)])
+    emission = rng.random((bounds[-1], n_states)) + 1e-3
+    alpha, beta = np.empty_like(emission), np.empty_like(emission)
+    log_probs = np.empty(len(lengths))
+    assert forward_backward_all(startprob, transmat, emission, bounds, alpha, beta, log_probs) == -1
+    scaling, totals, ok = np.empty(len(emission)), np.empty(len(lengths)), np.zeros(len(lengths), dtype=bool)
+    assert forward_all(startprob, transmat, emission, bounds, np.empty_like(emission), scaling, totals, ok) == 0
+    for s, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        ref_log_prob, ref_alpha, ref_scaling = _hmmc.forward_scaling(startprob, transmat, emission[a:b])
+        ref_beta = _hmmc.backward_scaling(startprob, transmat, emission[a:b], ref_scaling)
+        assert log_probs[s] == ref_log_prob and totals[s] == ref_log_prob and ok[s]
+        assert np.array_equal(alpha[a:b], ref_alpha) and np.array_equal(beta[a:b], ref_beta)
+        assert np.array_equal(scaling[a:b], ref_scaling)
+
+
+def test_compiled_forward_names_the_sequence_that_underflows():
+    from hmmclf.model.recursions import forward_all, forward_backward_all
+
+    startprob, transmat = np.array([1.0, 0.0]), np.array([[1.0, 0.0], [0.0, 1.0]])
+    emission = np.array([[1.0, 1.0], [1.0, 1.0], [0.0, 1.0], [1.0, 1.0]])  # 2nd sequence: state 0 impossible
+    bounds = np.array([0, 2, 4])
+    empty = np.empty_like(emission)
+    assert forward_backward_all(startprob, transmat, emission, bounds, empty, empty.copy(), np.empty(2)) == 1
+    ok = np.zeros(2, dtype=bool)
+    assert forward_all(startprob, transmat, emission, bounds, empty, np.empty(4), np.empty(2), ok) == 1
+    assert ok.tolist() == [True, False]

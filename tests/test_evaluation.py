@@ -135,3 +135,24 @@ def test_a_class_the_model_never_predicts_is_flagged():
     notes = rarely_predicted(true, predicted)
     assert len(notes) == 1 and "'both' for 1 clips" in notes[0] and "12 clips are both" in notes[0]
     assert rarely_predicted(true, true) == []
+
+
+def test_cohort_spread_is_wider_for_small_cohorts_and_collapses_for_identical_groups():
+    from hmmclf.evaluation.per_group import cohort_spread, describe_cohort
+
+    def row(name, normal, abnormal, sp, se):
+        return {"group": name, "normal": normal, "abnormal": abnormal, "specificity": sp, "sensitivity": se}
+
+    same = [row(str(i), 10, 10, 0.8, 0.4) for i in range(12)]
+    flat = cohort_spread(same, 3)
+    assert flat["low"] == pytest.approx(0.6) and flat["high"] == pytest.approx(0.6) and flat["draws"] == 2000
+    mixed = [row(str(i), 10, 10, (i % 4) / 4, 1 - (i % 3) / 3) for i in range(40)]
+    small, large = cohort_spread(mixed, 3), cohort_spread(mixed, 30)
+    assert small["low"] <= small["median"] <= small["high"]
+    assert small["high"] - small["low"] > large["high"] - large["low"] > 0
+    assert cohort_spread(mixed, 40) is None and cohort_spread(mixed, 3, seed=1) != small
+    assert cohort_spread(mixed, 3) == small  # seeded
+    # Groups with normal clips only give no Score alone; cohorts that hold no abnormal clip are left out.
+    only_normal = [row(str(i), 10, 0, 0.5, None) for i in range(5)] + [row("x", 5, 5, 0.5, 0.5)]
+    assert cohort_spread(only_normal, 2)["draws"] < 2000
+    assert describe_cohort(small, "patients").startswith("a new cohort of 3 patients like these can expect a Score")

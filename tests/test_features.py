@@ -9,17 +9,29 @@ def test_shapes_and_dtype(rng):
     config = FeatureConfig()
     feats = compute_features(make_signal("wheeze", 1.0, 4000, rng), config)
     assert feats.dtype == np.float32
-    assert feats.shape == (1 + 4000 // config.hop_length, config.n_mfcc * 2)
+    assert feats.shape == (1 + 4000 // config.hop_length, (config.n_mfcc + len(config.extra)) * 2)
     assert np.isfinite(feats).all()
 
 
+def test_column_sets_name_the_cepstra_and_their_deltas(rng):
+    config = FeatureConfig(n_mfcc=3, extra=("flatness", "crest"), deltas=2)
+    sets = config.column_sets()
+    # Layout per block: 3 cepstra, 2 extra; blocks: static, delta, delta-delta.
+    assert sets["cepstra"] == (0, 1, 2, 5, 6, 7, 10, 11, 12)
+    assert sets["all"] == tuple(range(15)) and config.n_features == 15
+    assert compute_features(make_signal("wheeze", 1.0, 4000, rng), config).shape[1] == 15
+    without = FeatureConfig(n_mfcc=3, extra=(), deltas=2)
+    assert without.column_sets()["cepstra"] == without.column_sets()["all"] == tuple(range(9))
+
+
 def test_cepstral_mean_normalisation_removes_the_mean(rng):
-    feats = compute_features(make_signal("normal", 1.0, 4000, rng), FeatureConfig(cepstral_mean_norm=True, deltas=0))
-    np.testing.assert_allclose(feats.mean(axis=0), 0, atol=1e-4)
+    config = FeatureConfig(cepstral_mean_norm=True, deltas=0)
+    feats = compute_features(make_signal("normal", 1.0, 4000, rng), config)
+    np.testing.assert_allclose(feats[:, list(config.column_sets()["cepstra"])].mean(axis=0), 0, atol=1e-4)
 
 
 def test_deltas_two(rng):
-    feats = compute_features(make_signal("normal", 1.0, 4000, rng), FeatureConfig(deltas=2, n_mfcc=10))
+    feats = compute_features(make_signal("normal", 1.0, 4000, rng), FeatureConfig(deltas=2, n_mfcc=10, extra=()))
     assert feats.shape[1] == 30
 
 
@@ -57,7 +69,7 @@ def test_round_trip_and_fingerprint():
 def test_mfcc_equal_librosa_reference(rng):
     import librosa
 
-    config = FeatureConfig(deltas=0, cepstral_mean_norm=False)
+    config = FeatureConfig(deltas=0, cepstral_mean_norm=False, extra=())
     y = make_signal("crackle", 1.0, 4000, rng)
     reference = librosa.feature.mfcc(
         y=y,

@@ -10,6 +10,7 @@ from sklearn.preprocessing import FunctionTransformer
 from hmmclf.data.features import FeatureConfig
 from hmmclf.model.baum_welch import gaussian_log_density, sequence_log_likelihoods
 from hmmclf.model.classifier import HMMClassifier
+from hmmclf.model.config import ModelConfig
 from hmmclf.model.decision.stacked import likelihood_statistics
 from hmmclf.model.model_io import load_model, save_model
 from hmmclf.task.classes import CLASSES
@@ -148,20 +149,20 @@ def test_same_seed_same_model():
 
 def test_save_load_round_trip(tmp_path):
     X, y = toy_data()
-    config = FeatureConfig(n_mfcc=2, deltas=1)  # 4 features, matching the toy data
+    config = FeatureConfig(n_mfcc=2, deltas=1, extra=())  # 4 features, matching the toy data
     model = HMMClassifier(n_states=2, n_iter=3, class_offsets=(0.0, 0.5, 0.0, 0.0)).fit(X, y)
     path = save_model(model, tmp_path / "m.npz", config)
     assert json.loads((tmp_path / "m.json").read_text())["format"] == "hmmclf-model"
     loaded, loaded_config = load_model(path)
     assert loaded_config == config
-    assert loaded.get_params() == model.get_params()
+    assert loaded.config == model.config  # the column sets come from the feature config
     np.testing.assert_allclose(loaded.predict_proba(X), model.predict_proba(X))
 
 
 def _tamper(tmp_path, change):
     X, y = toy_data()
     model = HMMClassifier(n_states=2, n_iter=2).fit(X, y)
-    path = save_model(model, tmp_path / "m.npz", FeatureConfig(n_mfcc=2, deltas=1))
+    path = save_model(model, tmp_path / "m.npz", FeatureConfig(n_mfcc=2, deltas=1, extra=()))
     arrays = dict(np.load(path, allow_pickle=False))
     change(arrays)
     out = tmp_path / "tampered.npz"
@@ -228,7 +229,7 @@ def test_stacked_decision_round_trip(tmp_path):
     assert model.fit_report_["decision"]["rule"] == "stacked" and model.decision_rule_.stacker is not None
     assert likelihood_statistics(model.score_clips(Xt, frame_increments=True).likelihoods).shape == (len(Xt), 10)
     assert model.score(Xt, yt) > 0.8
-    path = save_model(model, tmp_path / "m.npz", FeatureConfig(n_mfcc=2, deltas=1))
+    path = save_model(model, tmp_path / "m.npz", FeatureConfig(n_mfcc=2, deltas=1, extra=()))
     loaded, _ = load_model(path)
     np.testing.assert_allclose(loaded.predict_proba(Xt), model.predict_proba(Xt))
 
@@ -252,7 +253,7 @@ def test_detectors_decision_composes_label_sets(tmp_path):
     model = HMMClassifier(n_states=2, n_iter=5, decision="detectors").fit(X, y)
     assert model.fit_report_["decision"]["rule"] == "detectors" and model.decision_rule_.thresholds.shape == (2,)
     assert model.score(Xt, yt) > 0.8
-    loaded, _ = load_model(save_model(model, tmp_path / "m.npz", FeatureConfig(n_mfcc=2, deltas=1)))
+    loaded, _ = load_model(save_model(model, tmp_path / "m.npz", FeatureConfig(n_mfcc=2, deltas=1, extra=())))
     np.testing.assert_allclose(loaded.predict_proba(Xt), model.predict_proba(Xt))
     # Evidence above both thresholds means "both"; below both, "normal".
     scores = np.array([[0.0, 5.0, 5.0, 9.0], [9.0, 0.0, 0.0, 0.0]])
@@ -310,12 +311,12 @@ def test_a_class_without_training_clips_is_never_predicted(tmp_path):
         if decision not in detector_rules:  # two detectors can still both fire: "both" without a "both" HMM
             assert "both" not in set(scored.predicted) and np.all(scored.posterior[:, 3] == 0)
         assert model.score(X, y) > 0.8
-        loaded, _ = load_model(save_model(model, tmp_path / "m.npz", FeatureConfig(n_mfcc=2, deltas=1)))
+        loaded, _ = load_model(save_model(model, tmp_path / "m.npz", FeatureConfig(n_mfcc=2, deltas=1, extra=())))
         np.testing.assert_allclose(loaded.predict_proba(X), model.predict_proba(X))
     # A training part with normal clips only (a tiny corpus whose only crackle patient is in the test fold).
     only_normal = HMMClassifier(n_states=2, n_iter=3).fit(X[:12], y[:12])
     assert set(only_normal.predict(X)) == {"normal"}
-    loaded, _ = load_model(save_model(only_normal, tmp_path / "n.npz", FeatureConfig(n_mfcc=2, deltas=1)))
+    loaded, _ = load_model(save_model(only_normal, tmp_path / "n.npz", FeatureConfig(n_mfcc=2, deltas=1, extra=())))
     assert set(loaded.predict(X)) == {"normal"}
 
 
@@ -358,9 +359,9 @@ def test_new_rules_fit_predict_and_round_trip(tmp_path, decision):
     assert report["rule"] == decision and model.decision_rule_.name == decision
     # The clip mean dilutes a short event: the peak rules see it far better than the clip-mean rule.
     assert 0 <= report["inner_score"] <= 1 and model.score(Xt, yt) > (0.6 if decision == "tuned-length" else 0.8)
-    config = FeatureConfig(n_mfcc=1, deltas=2)  # 3 features, matching the clips
+    config = FeatureConfig(n_mfcc=1, deltas=2, extra=())  # 3 features, matching the clips
     loaded, _ = load_model(save_model(model, tmp_path / "m.npz", config))
-    assert loaded.get_params() == model.get_params() and loaded.decision_rule_.name == decision
+    assert loaded.config == model.config and loaded.decision_rule_.name == decision
     np.testing.assert_array_equal(loaded.predict_proba(Xt), model.predict_proba(Xt))
     if decision == "auto":
         assert loaded.fit_report_["decision"]["chosen"] == model.decision_rule_.chosen.name
@@ -421,7 +422,7 @@ def test_new_rule_parameters_are_validated():
 def test_a_format_2_model_file_still_loads(tmp_path):
     X, y = toy_data()
     model = HMMClassifier(n_states=2, n_iter=2, decision="tuned").fit(X, y)
-    path = save_model(model, tmp_path / "m.npz", FeatureConfig(n_mfcc=2, deltas=1))
+    path = save_model(model, tmp_path / "m.npz", FeatureConfig(n_mfcc=2, deltas=1, extra=()))
     arrays = dict(np.load(path, allow_pickle=False))
     meta = json.loads(str(arrays["meta"]))
     meta["format_version"] = 2
@@ -465,3 +466,155 @@ def test_vectorised_threshold_search_equals_the_plain_loop():
             got = search_thresholds(evidence, y, include_zero=options[0], prefer_near_zero=options[1])
             np.testing.assert_array_equal(got[0], expected[0])
             assert got[1] == expected[1] or (np.isnan(got[1]) and np.isnan(expected[1]))
+
+
+def feature_choice_data(seed, informative):
+    """Clips of 4 columns: the class shifts columns 0-1 ("cepstra") or 2-3 (the extra ones)."""
+    rng = np.random.default_rng(seed)
+    X, y = [], []
+    for k, state in enumerate(CLASSES):
+        for _ in range(10):
+            frames = rng.standard_normal((int(rng.integers(30, 50)), 4))
+            if k:
+                frames[:, (0 if informative == "cepstra" else 2) + (k % 2)] += 2.5 if k < 3 else -2.5
+            X.append(frames.astype(np.float32))
+            y.append(state)
+    return X, np.array(y), np.repeat(np.arange(20), 2).astype(str)
+
+
+FEATURE_SETS = {"cepstra": (0, 1), "all": (0, 1, 2, 3)}
+
+
+@pytest.mark.parametrize("informative", ["cepstra", "extra"])
+def test_auto_features_keep_the_extra_columns_only_when_they_help(tmp_path, informative):
+    X, y, groups = feature_choice_data(0, informative)
+    model = HMMClassifier.from_config(ModelConfig(n_states=2, n_iter=4), feature_sets=FEATURE_SETS)
+    model.fit(X, y, groups=groups)
+    report = model.fit_report_["features"]
+    assert set(report["inner_scores"]) == {"cepstra", "all"}
+    expected = "cepstra" if informative == "cepstra" else "all"
+    assert report["chosen"] == expected and model.feature_columns_.tolist() == list(FEATURE_SETS[expected])
+    assert model.feature_mean_.shape == (len(FEATURE_SETS[expected]),)
+    Xt, yt, _ = feature_choice_data(1, informative)
+    assert model.score(Xt, yt) > 0.7  # the input keeps all 4 columns; the model reads its own
+    config = FeatureConfig(n_mfcc=2, deltas=0, extra=("flatness", "crest"))  # columns: 2 cepstra, 2 extra
+    assert config.column_sets() == FEATURE_SETS
+    loaded, _ = load_model(save_model(model, tmp_path / "m.npz", config))
+    assert loaded.feature_columns_.tolist() == model.feature_columns_.tolist()
+    np.testing.assert_allclose(loaded.decision_function(Xt), model.decision_function(Xt))
+
+
+def test_a_fixed_feature_set_is_used_without_a_choice():
+    X, y, groups = feature_choice_data(0, "extra")
+    model = HMMClassifier.from_config(ModelConfig(n_states=2, n_iter=3, features="cepstra"), feature_sets=FEATURE_SETS)
+    model.fit(X, y, groups=groups)
+    assert "features" not in model.fit_report_ and model.feature_columns_.tolist() == [0, 1]
+    with pytest.raises(ValueError, match="feature set 'all' names columns outside"):
+        HMMClassifier(feature_sets=(("all", (0, 9)),)).fit(X, y)
+
+
+def test_nested_choices_never_see_the_outer_test_fold(tmp_path, monkeypatch):
+    """Every fit and every held-out scoring made while an outer fold's model chooses its
+    features and its rule reads only that fold's training clips."""
+    from conftest import build_corpus
+
+    from hmmclf.data.extraction import extract_corpus
+    from hmmclf.evaluation.cv import cross_validate
+
+    corpus = build_corpus(tmp_path / "corpus", per_patient=1, patients=8)
+    features = extract_corpus(corpus / "train", corpus / "train.csv", tmp_path / "f", n_jobs=1).features
+    assert len(features.config.column_sets()["cepstra"]) < features.config.n_features
+    fingerprint = lambda clip: (len(clip), round(float(clip[0, 0]), 4))  # noqa: E731 - column 0 is kept by both sets
+    state = {"depth": 0, "train": None, "nested_calls": 0, "outer_fits": 0}
+    original_fit, original_likelihoods = HMMClassifier.fit, HMMClassifier._likelihoods
+
+    def recording_fit(self, X, y, groups=None):
+        seen = {fingerprint(c) for c in X}
+        if state["depth"] == 0:
+            state["train"], state["outer_fits"] = seen, state["outer_fits"] + 1
+        else:
+            assert seen <= state["train"], "a nested fit saw clips outside the outer training part"
+            state["nested_calls"] += 1
+        state["depth"] += 1
+        try:
+            return original_fit(self, X, y, groups=groups)
+        finally:
+            state["depth"] -= 1
+
+    def recording_likelihoods(self, X, frame_increments=False, clip_stats=False):
+        if state["depth"] > 0:
+            assert {fingerprint(c) for c in X} <= state["train"], "a nested scoring saw an outer test clip"
+            state["nested_calls"] += 1
+        return original_likelihoods(self, X, frame_increments, clip_stats)
+
+    monkeypatch.setattr(HMMClassifier, "fit", recording_fit)
+    monkeypatch.setattr(HMMClassifier, "_likelihoods", recording_likelihoods)
+    model = HMMClassifier.from_config(ModelConfig(n_states=2, n_iter=3), feature_sets=features.config.column_sets())
+    result = cross_validate(features, model, n_folds=2, seed=0, n_jobs=1, baselines=False, leakage=False)
+    assert state["outer_fits"] == 2 and state["nested_calls"] > 0
+    assert all("inner_scores" in fold.fit_report["features"] for fold in result.folds)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3, 4])
+def test_boosted_trees_as_arrays_predict_as_scikit_learn_does(n_classes):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from hmmclf.model.decision.boosted import TreeEnsemble
+
+    rng = np.random.default_rng(n_classes)
+    X = rng.standard_normal((300, 6))
+    y = (X[:, 0] > 0).astype(int) + (n_classes > 2) * (X[:, 1] > 0.5) + (n_classes > 3) * (X[:, 2] > 1)
+    model = HistGradientBoostingClassifier(max_iter=20, max_leaf_nodes=7, random_state=0).fit(X, y)
+    classes = np.array([0, 2, 3, 1][:n_classes])  # the label class each column stands for
+    trees = TreeEnsemble.from_sklearn(model, classes)
+    Xt = rng.standard_normal((50, 6))
+    ours = trees.log_proba(Xt)
+    np.testing.assert_allclose(np.exp(ours[:, classes]), model.predict_proba(Xt), rtol=1e-9, atol=1e-12)
+    assert np.all(np.isneginf(np.delete(ours, classes, axis=1)))
+    again = TreeEnsemble.from_arrays(trees.to_arrays())
+    np.testing.assert_array_equal(again.log_proba(Xt), ours)
+
+
+def test_boosted_tree_arrays_that_could_loop_or_overrun_are_refused():
+    from hmmclf.model.decision.boosted import TreeEnsemble
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((200, 3)), rng.integers(0, 3, 200)
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    arrays = TreeEnsemble.from_sklearn(HistGradientBoostingClassifier(max_iter=3).fit(X, y), np.arange(3)).to_arrays()
+    looping = {**arrays, "left": np.zeros_like(arrays["left"])}
+    with pytest.raises(ValueError, match="children must come after"):
+        TreeEnsemble.from_arrays(looping)
+    with pytest.raises(ValueError, match="right must hold integers"):
+        TreeEnsemble.from_arrays({**arrays, "right": arrays["right"] + 1e6})
+    with pytest.raises(ValueError, match="classes must be distinct"):
+        TreeEnsemble.from_arrays({**arrays, "classes": np.zeros(3)})
+
+
+def test_boosted_rule_fits_round_trips_and_reads_clip_statistics(tmp_path):
+    X, y = length_clips(0, per_class=40)  # trees need 20 clips per leaf
+    model = HMMClassifier(n_states=2, n_iter=3, decision="boosted").fit(X, y)
+    report = model.fit_report_["decision"]
+    assert report["rule"] == "boosted" and report["trees"] > 0 and report["inputs"] == 5 + 2 * X[0].shape[1]
+    loaded, _ = load_model(save_model(model, tmp_path / "m.npz", FeatureConfig(n_mfcc=1, deltas=2, extra=())))
+    Xt, yt = length_clips(1, per_class=40)
+    np.testing.assert_array_equal(loaded.decision_function(Xt), model.decision_function(Xt))
+    assert model.score(Xt, yt) > 0.6  # the clip length carries the class here, and the trees read it
+
+
+def test_compiled_offset_score_equals_the_numpy_score_ties_and_absent_classes_included():
+    from hmmclf.model.decision.offsets import _offset_score
+    from hmmclf.task.metrics import icbhi_score_from_indices
+
+    rng = np.random.default_rng(0)
+    for trial in range(500):
+        n = int(rng.integers(1, 40))
+        scores = rng.standard_normal((n, 4)).round(int(rng.integers(0, 3)))  # rounding makes ties
+        if trial % 7 == 0:
+            scores[:, 3] = -np.inf  # a class without an HMM
+        y = rng.integers(0, 4, n) if trial % 5 else np.zeros(n, dtype=np.int64)
+        offsets = rng.standard_normal(4).round(1)
+        ours = _offset_score(scores, offsets, y)
+        reference = icbhi_score_from_indices(y, np.argmax(scores + offsets, axis=1))
+        assert ours == reference or (np.isnan(ours) and np.isnan(reference))

@@ -26,6 +26,12 @@ def format_fit_report(fit_report: dict[str, Any]) -> str:
             "since more iterations gained little on held-out data) while the likelihood was still rising; "
             "the fitted HMM is used as it is, and the cv Score, measured with the same limit, already reflects it."
         )
+    features = fit_report.get("features")
+    if features:
+        inner = features.get("inner_scores") or {}
+        scores = ", ".join(f"{name} {100 * v:.1f}" for name, v in inner.items())
+        how = f"chosen on the inner folds (inner Score {scores})" if inner else features.get("note", "the only set")
+        lines.append(f"  features {features['chosen']} ({features['columns']} columns): {how}")
     decision = fit_report.get("decision")
     if decision:
         rule = decision["rule"] + (f" (chose {decision['chosen']})" if "chosen" in decision else "")

@@ -215,7 +215,7 @@ def _run_cv(
     experiment = experiment or Experiment()
     n_folds, seed, repeats = experiment.cv.folds, experiment.cv.seed, experiment.cv.repeats
     started = time.perf_counter()
-    model = HMMClassifier.from_config(experiment.model)
+    model = HMMClassifier.from_config(experiment.model, feature_sets=features.config.column_sets())
     runs = []
     for r in range(repeats):
         stage_progress = progress
@@ -284,7 +284,7 @@ def train_model(
     started = time.perf_counter()
     if len(features) == 0:
         raise HmmclfError("train: the feature cache holds no usable clips (reasons in its skipped.csv)")
-    model = HMMClassifier.from_config(config or ModelConfig())
+    model = HMMClassifier.from_config(config or ModelConfig(), feature_sets=features.config.column_sets())
     try:
         model.fit(features.sequences, features.classes, groups=features.groups)
     except ValueError as exc:

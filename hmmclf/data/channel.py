@@ -46,6 +46,7 @@ def probe_config(sample_rate: int) -> FeatureConfig:
         deltas=0,
         cepstral_mean_norm=False,
         min_frames=2,
+        extra=(),
     )
 
 

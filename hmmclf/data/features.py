@@ -59,7 +59,9 @@ class FeatureConfig:
         tonal peaks of wheezes), ``"peakiness"`` (log ratio of the strongest
         bin to the median bin in fmin..fmax: high for a wheeze's narrow
         peak) and ``"crest"`` (log crest factor of the high-passed frame,
-        above 200 Hz: high for the explosive transients of crackles).
+        above 200 Hz: high for the explosive transients of crackles). All
+        three by default: the model's ``features="auto"`` decides on inner
+        folds whether its HMMs use them (:meth:`column_sets`).
     """
 
     sample_rate: int = 4000
@@ -73,7 +75,7 @@ class FeatureConfig:
     delta_width: int = 9
     cepstral_mean_norm: bool = True
     min_frames: int = 10
-    extra: tuple[str, ...] = ()
+    extra: tuple[str, ...] = EXTRA_FEATURES
 
     def __post_init__(self) -> None:
         problems = []
@@ -111,6 +113,17 @@ class FeatureConfig:
     def n_features(self) -> int:
         """Dimensions of one frame vector."""
         return (self.n_mfcc + len(self.extra)) * (1 + self.deltas)
+
+    def column_sets(self) -> dict[str, tuple[int, ...]]:
+        """Named column subsets of the frame vector a model may choose between.
+
+        ``"cepstra"``: the MFCC and their deltas; ``"all"``: every column (the
+        cepstra plus the ``extra`` features and their deltas). Without extra
+        features the two are the same columns.
+        """
+        block = self.n_mfcc + len(self.extra)
+        cepstra = tuple(b * block + i for b in range(1 + self.deltas) for i in range(self.n_mfcc))
+        return {"cepstra": cepstra, "all": tuple(range(self.n_features))}
 
     @property
     def frame_seconds(self) -> float:

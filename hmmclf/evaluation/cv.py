@@ -411,6 +411,8 @@ def prediction_table(
 
 def _run_config(features: FeatureSet, estimator: Any, n_folds: int, seed: int) -> dict[str, Any]:
     params = estimator.get_params() if hasattr(estimator, "get_params") else {}
+    # The named column sets follow from the feature config, stored beside them.
+    params.pop("feature_sets", None)
     return {
         "folds": n_folds,
         "seed": seed,

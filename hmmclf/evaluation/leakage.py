@@ -23,7 +23,7 @@ PROBE_VIEWS = {
     "mfcc": "clip MFCC mean and std, no mean normalisation",
     "signature": "recording signature",
     "ltas": "long-term average spectrum",
-    "model": "the model's own features (after mean normalisation)",
+    "model": "model's own features (after mean normalisation)",
 }
 """What each probe of the audit reads; the first three keep the recording channel."""
 INFERRED_GROUP_OPTIMISM = {"dead zone": (-1.0, 3.8), "no dead zone": (1.1, 4.1)}

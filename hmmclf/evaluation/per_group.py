@@ -94,6 +94,46 @@ def concentration(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     }
 
 
+COHORT_DRAWS = 2000
+
+
+def cohort_spread(rows: list[dict[str, Any]], size: int, draws: int = COHORT_DRAWS, seed: int = 0) -> dict | None:
+    """The Scores a new cohort of ``size`` groups can expect: 5th, 50th and 95th percentiles over
+    ``draws`` cohorts drawn without replacement from these groups' out-of-fold results.
+
+    The patient bootstrap interval of the Score is for the mean over every group; a cohort of a few
+    patients varies far more, the more so when a few of them hold many clips. Cohorts without a
+    normal or an abnormal clip (no Score) are left out. None with fewer than ``size`` + 1 groups.
+    """
+    if size < 1 or len(rows) <= size:
+        return None
+    normal = np.array([r["normal"] for r in rows], dtype=float)
+    abnormal = np.array([r["abnormal"] for r in rows], dtype=float)
+    normal_hits = np.array([round((r["specificity"] or 0.0) * r["normal"]) for r in rows], dtype=float)
+    abnormal_hits = np.array([round((r["sensitivity"] or 0.0) * r["abnormal"]) for r in rows], dtype=float)
+    rng = np.random.default_rng(seed)
+    cohorts = np.argsort(rng.random((draws, len(rows))), axis=1)[:, :size]
+    n_normal, n_abnormal = normal[cohorts].sum(axis=1), abnormal[cohorts].sum(axis=1)
+    scored = (n_normal > 0) & (n_abnormal > 0)
+    if not scored.any():
+        return None
+    specificity = normal_hits[cohorts].sum(axis=1)[scored] / n_normal[scored]
+    sensitivity = abnormal_hits[cohorts].sum(axis=1)[scored] / n_abnormal[scored]
+    low, median, high = np.percentile((sensitivity + specificity) / 2, [5, 50, 95])
+    return {"size": int(size), "draws": int(scored.sum()), "low": low, "median": median, "high": high}
+
+
+def describe_cohort(cohort: dict[str, Any] | None, unit: str = "groups") -> str:
+    """One sentence from :func:`cohort_spread` ("" without one)."""
+    if not cohort:
+        return ""
+    return (
+        f"a new cohort of {cohort['size']} {unit} like these can expect a Score from {format_rate(cohort['low'])} "
+        f"to {format_rate(cohort['high'])} (median {format_rate(cohort['median'])}; 5th to 95th percentile of "
+        f"{cohort['draws']} cohorts drawn from the per-{unit.rstrip('s')} out-of-fold results)"
+    )
+
+
 def describe_concentration(summary: dict[str, Any] | None, unit: str = "groups") -> str:
     """One sentence from :func:`concentration`, e.g. "the 2 largest patients (of 68) hold 34 % of the clips
     and 61 % of the errors"."""

@@ -30,7 +30,7 @@ from .figures import (
     plot_tradeoff,
     tradeoff_curve,
 )
-from .per_group import concentration, group_rows, write_groups_csv
+from .per_group import cohort_spread, concentration, group_rows, write_groups_csv
 from .report_html import format_html
 from .report_markdown import format_markdown
 from .report_text import pct
@@ -88,6 +88,10 @@ def report_dict(result: CVResult, command: str | None = None, extra: dict | None
         "config": result.config,
     }
     out["per_group_summary"] = concentration(out["per_group"])
+    if out["per_group_summary"]:
+        # A new cohort the size of one test fold: what a user testing the model on new patients meets.
+        size = max(1, round(len(out["per_group"]) / max(1, int(result.config.get("folds", 5)))))
+        out["per_group_summary"]["cohort"] = cohort_spread(out["per_group"], size, seed=int(result.config["seed"]))
     if extra:
         out.update(extra)
     return _jsonable(out)

@@ -20,6 +20,7 @@ from .report_text import (
     describe_interval,
     describe_leakage,
     describe_sprsound_score,
+    features_chosen,
     group_table_rows,
     header_rows,
     pct,
@@ -119,11 +120,21 @@ def _details(report: dict[str, Any]) -> str:
     fold_rows = [
         [f["fold"], f["train_size"], f["test_size"]]
         + [pct(f["metrics"][k]) for k in ("score", "sensitivity", "specificity")]
-        + [rule_chosen(f), ", ".join(f["test_groups"])]
+        + [rule_chosen(f), features_chosen(f), ", ".join(f["test_groups"])]
         for f in report["folds"]
     ]
     confusion_rows = [[s] + row for s, row in zip(CLASSES, report["confusion_matrix"])]
-    fold_header = ["fold", "train", "test", "Score", "Se", "Sp", "decision rule", f"test {grouping_unit(report)}"]
+    fold_header = [
+        "fold",
+        "train",
+        "test",
+        "Score",
+        "Se",
+        "Sp",
+        "decision rule",
+        "features",
+        f"test {grouping_unit(report)}",
+    ]
     config_json = html.escape(json.dumps(report["config"], indent=2))
     return (
         "<h2>Per class</h2>"

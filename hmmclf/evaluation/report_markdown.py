@@ -68,15 +68,16 @@ def format_markdown(report: dict[str, Any]) -> str:
         "",
         "## Folds",
         "",
-        f"| fold | train | test | Score | Se | Sp | decision rule | test {grouping_unit(report)} |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| fold | train | test | Score | Se | Sp | decision rule | features | test {grouping_unit(report)} |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for f in report["folds"]:
         m = f["metrics"]
         groups = ", ".join(f["test_groups"][:12]) + (" …" if len(f["test_groups"]) > 12 else "")
         out.append(
             f"| {f['fold']} | {f['train_size']} | {f['test_size']} | {words.pct(m['score'])} | "
-            f"{words.pct(m['sensitivity'])} | {words.pct(m['specificity'])} | {words.rule_chosen(f)} | {groups} |"
+            f"{words.pct(m['sensitivity'])} | {words.pct(m['specificity'])} | {words.rule_chosen(f)} | "
+            f"{words.features_chosen(f)} | {groups} |"
         )
     out += _per_group(report) + _errors(report)
     out += ["", "## Configuration", "", "| setting | value |", "|---|---|"]

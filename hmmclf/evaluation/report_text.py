@@ -13,12 +13,12 @@ from typing import Any
 from ..task.classes import CLASSES
 from .figures import grouping_unit, is_grouped
 from .leakage import INFERRED_GROUP_OPTIMISM, INFERRED_GROUP_PROBE_RESIDUAL, PROBE_VIEWS
-from .per_group import describe_concentration, format_rate
+from .per_group import describe_cohort, describe_concentration, format_rate
 
 BASELINE_TITLES = {
     "always_normal": "always normal",
     "prior_random": "class-prior random",
-    "gbm_clip_stats": "GBM on clip MFCC stats",
+    "gbm_clip_stats": "GBM on clip feature stats",
 }
 
 
@@ -49,6 +49,16 @@ def rule_chosen(fold: dict[str, Any]) -> str:
     """The decision rule a fold's model used: ``auto`` names the one it chose on its inner folds."""
     decision = (fold.get("fit_report") or {}).get("decision") or {}
     return str(decision.get("chosen") or decision.get("rule") or "argmax")
+
+
+def features_chosen(fold: dict[str, Any]) -> str:
+    """The frame columns a fold's HMMs modelled: ``features="auto"`` names the set it chose on its inner folds."""
+    features = (fold.get("fit_report") or {}).get("features") or {}
+    if not features:
+        return "as configured"
+    inner = features.get("inner_scores") or {}
+    scores = " (inner " + ", ".join(f"{k} {pct(v)}" for k, v in inner.items()) + ")" if inner else ""
+    return f"{features['chosen']}{scores}"
 
 
 def describe_sprsound_score(report: dict[str, Any]) -> str | None:
@@ -88,7 +98,7 @@ def format_summary(report: dict[str, Any]) -> str:
         lines.append(describe_interval(report))
     lines.append(describe_grouping(report))
     if report.get("per_group_summary"):
-        lines.append(describe_groups_results(report).rstrip(".") + "; every group in groups.csv")
+        lines.append(describe_groups_results(report) + " Every group in groups.csv.")
     if report.get("leakage"):
         lines.append(describe_leakage(report["leakage"]))
     lines.append("confusion (rows true, columns predicted):")
@@ -280,6 +290,7 @@ def group_table_rows(report: dict[str, Any]) -> list[list[str]]:
 
 
 def describe_groups_results(report: dict[str, Any]) -> str:
-    """One sentence on how the clips and errors spread over the groups ("" without groups)."""
-    text = describe_concentration(report.get("per_group_summary"), grouping_unit(report))
-    return text[0].upper() + text[1:] + "." if text else ""
+    """How the clips and errors spread over the groups, and what a new cohort can expect ("" without groups)."""
+    summary, unit = report.get("per_group_summary") or {}, grouping_unit(report)
+    parts = [describe_concentration(summary, unit), describe_cohort(summary.get("cohort"), unit)]
+    return " ".join(p[0].upper() + p[1:] + "." for p in parts if p)

@@ -6,9 +6,9 @@ forward and backward passes, and accumulates the sufficient statistics.  With
 a few hundred short respiratory cycles per label state, that per-sequence
 Python work costs more than the recursions themselves.  Here the emission
 densities, posteriors, expected transition counts and sufficient statistics
-are computed for all frames at once with a few matrix products, and only the
-forward and backward recursions run per sequence, in hmmlearn's own compiled
-kernels (``hmmlearn._hmmc``).  The
+are computed for all frames at once with a few matrix products, and the
+forward and backward recursions of all sequences run in one compiled call
+(:mod:`hmmclf.model.recursions`, the same operations as hmmlearn's kernels).  The
 update is hmmlearn's, prior terms included, so a fit gives the same
 parameters as ``GaussianHMM(covariance_type="diag", implementation="scaling")``
 to rounding (``tests/test_baum_welch.py`` checks this), in about a third of the time.
@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from hmmlearn import _hmmc
+
+from .recursions import forward_all, forward_backward_all
 
 # hmmlearn's GaussianHMM defaults for the diagonal covariance update:
 # covars_prior=1e-2, covars_weight=1 (no weight term), means_weight=0.
@@ -99,8 +101,9 @@ def sequence_log_likelihoods(
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Total log-likelihood of each sequence by the forward algorithm.
 
-    Runs hmmlearn's compiled scaled forward pass on each sequence; a
-    sequence on which it underflows is recomputed with the log-space pass.
+    Runs the compiled scaled forward pass over all sequences at once
+    (:func:`~hmmclf.model.recursions.forward_all`); a sequence on which it
+    underflows is recomputed with hmmlearn's log-space pass.
 
     Parameters
     ----------
@@ -122,26 +125,23 @@ def sequence_log_likelihoods(
     emission, log_frame_max = scaled_emissions(log_emission)
     startprob = np.ascontiguousarray(startprob, dtype=float)
     transmat = np.ascontiguousarray(transmat, dtype=float)
-    totals = np.empty(len(bounds) - 1)
-    increments = np.empty(len(log_emission)) if per_frame else None
-    for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
-        try:
-            with np.errstate(all="ignore"):
-                log_prob, _, scaling = _hmmc.forward_scaling(startprob, transmat, emission[a:b])
-            ok = np.isfinite(log_prob)
-        except ValueError:  # hmmlearn raises on a zero scaling factor
-            ok = False
-        if ok:
-            totals[i] = log_prob
-            if per_frame:
-                increments[a:b] = -np.log(scaling)
-        else:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                log_prob, fwd = _hmmc.forward_log(startprob, transmat, log_emission[a:b] - log_frame_max[a:b, None])
-            totals[i] = log_prob
-            if per_frame:
-                steps = np.logaddexp.reduce(fwd, axis=1)
-                increments[a:b] = np.diff(steps, prepend=0.0)
+    n_sequences = len(bounds) - 1
+    totals = np.empty(n_sequences)
+    scaling = np.ones(len(log_emission))
+    ok = np.zeros(n_sequences, dtype=np.bool_)
+    with np.errstate(all="ignore"):
+        forward_all(startprob, transmat, emission, bounds, np.empty_like(emission), scaling, totals, ok)
+        ok &= np.isfinite(totals)
+        increments = -np.log(scaling) if per_frame else None
+    # The few sequences on which the scaled pass underflowed are redone in log space.
+    for i in np.flatnonzero(~ok).tolist():
+        a, b = int(bounds[i]), int(bounds[i + 1])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_prob, fwd = _hmmc.forward_log(startprob, transmat, log_emission[a:b] - log_frame_max[a:b, None])
+        totals[i] = log_prob
+        if per_frame:
+            steps = np.logaddexp.reduce(fwd, axis=1)
+            increments[a:b] = np.diff(steps, prepend=0.0)
     totals += np.add.reduceat(log_frame_max, bounds[:-1]) if len(totals) else 0.0
     if per_frame:
         increments += log_frame_max
@@ -230,34 +230,26 @@ def fit_on_moments(
     n_features = moments.shape[1] // 2
     bounds = _bounds(lengths)
     starts = bounds[:-1]
-    # Python ints: slicing with numpy integers costs more than the recursions of a short clip.
-    spans = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
     startprob, transmat = np.array(startprob, dtype=float), np.array(transmat, dtype=float)
     means, variances = np.array(means, dtype=float), np.array(variances, dtype=float)
     n_states = len(startprob)
     history: list[float] = []
-    forward_scaling, backward_scaling = _hmmc.forward_scaling, _hmmc.backward_scaling
     # Transitions are counted over frames t, t+1 of the same clip: all
     # consecutive frames of the concatenation, less the pairs that straddle
     # two clips (last frame of one, first of the next).
     last_frames, next_firsts = bounds[1:-1] - 1, bounds[1:-1]
     posterior = np.empty((len(moments), n_states))
     beta_all = np.empty_like(posterior)
-    seq_log_probs = np.empty(len(spans))
+    seq_log_probs = np.empty(len(bounds) - 1)
     for _ in range(n_iter):
         weights, const = _density_weights(means, np.maximum(variances, np.finfo(float).tiny))
         log_emission = moments @ weights
         log_emission += const
         emission, log_frame_max = scaled_emissions(log_emission, overwrite=True)
         with np.errstate(all="ignore"):
-            for i, (a, b) in enumerate(spans):
-                part = emission[a:b]
-                try:
-                    seq_log_probs[i], alpha, scaling = forward_scaling(startprob, transmat, part)
-                except ValueError as exc:
-                    raise UnderflowError(str(exc)) from None
-                posterior[a:b] = alpha
-                beta_all[a:b] = backward_scaling(startprob, transmat, part, scaling)
+            failed = forward_backward_all(startprob, transmat, emission, bounds, posterior, beta_all, seq_log_probs)
+        if failed >= 0:
+            raise UnderflowError(f"the scaled forward pass underflowed on sequence {failed}")
         log_prob = float(seq_log_probs.sum()) + float(log_frame_max.sum())
         if not np.isfinite(log_prob):
             raise UnderflowError("non-finite log-likelihood in the scaled forward pass")

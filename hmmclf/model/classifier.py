@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from scipy.special import softmax
@@ -26,7 +26,8 @@ from ..task.splits import make_folds
 from .config import ModelConfig
 from .decision import make_decision_rule
 from .decision.base import ArgmaxRule, ClipLikelihoods, DecisionRule
-from .label_hmm import fit_label_hmm, log_likelihoods
+from .decision.boosted import clip_statistics
+from .label_hmm import ABSENT_REPORT, LabelHMMTask, fit_label_hmm_task, log_likelihoods
 
 SCALE_FLOOR = 1e-6
 MIN_GROUPS_PER_INNER_FOLD = 2
@@ -139,7 +140,18 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
     class_offsets : tuple of 4 floats, optional
         Extra additive offsets per class (order of ``CLASSES``) on the scores
         the decision rule reads.
-    decision : {"auto", "tuned", "argmax", "stacked", "detectors", "peak-detectors", "tuned-length"}
+    features : {"auto", "all", "cepstra"}
+        Which columns of the frame vectors the HMMs model, by the names of
+        ``feature_sets``: "all", "cepstra", or "auto" (the default), which
+        chooses on the same inner folds as the decision rule: HMMs are fitted
+        on each candidate's columns, the rule is tuned on their held-out
+        scores, and "all" must beat "cepstra" by ``feature_margin``. The
+        spectral-shape features help where events are cut to the sound
+        (SPRSound) and not on ICBHI's noisy adult cycles.
+    feature_margin : float
+        ICBHI Score (on the inner held-out clips, 0.03 = 3 points) by which
+        "all" must beat "cepstra" for "auto" to choose it.
+    decision : {"auto", "tuned", "argmax", "stacked", "detectors", "peak-detectors", "tuned-length", "boosted"}
         The decision rule (see :mod:`hmmclf.model.decision`).
         Rules other than "argmax" learn their
         parameters from the training data alone: the training clips are
@@ -180,6 +192,10 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         Seed of the k-means initialisation and the frame subsample.
     n_jobs : int
         Class HMMs fitted in parallel.
+    feature_sets : tuple of (name, column indices) pairs, optional
+        The named column subsets ``features`` refers to, from the feature
+        configuration (:meth:`~hmmclf.data.features.FeatureConfig.column_sets`);
+        without them every name means every column.
 
     Attributes
     ----------
@@ -187,14 +203,17 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         The label classes, in the order of the columns of :meth:`predict_proba`.
     hmms_ : list of hmmlearn.hmm.GaussianHMM or None
         One per class; None for a class without training clips (never predicted).
+    feature_columns_ : ndarray of int
+        The columns of the input frames the HMMs model.
     feature_mean_, feature_scale_ : ndarray
-        Standardisation statistics of the training frames.
+        Standardisation statistics of those columns over the training frames.
     class_log_prior_ : ndarray
     decision_rule_ : DecisionRule
         The fitted decision rule.
     fit_report_ : dict
         Per class: clips, frames, hidden states used, EM iterations,
-        convergence; under ``"decision"`` how the rule was fitted.
+        convergence; under ``"decision"`` how the rule was fitted; under
+        ``"features"`` which columns "auto" chose and the inner Scores.
     n_features_in_ : int
     """
 
@@ -211,6 +230,8 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         standardize: bool = True,
         class_prior: str = "empirical",
         class_offsets: tuple[float, ...] | None = None,
+        features: str = "auto",
+        feature_margin: float = 0.03,
         decision: str = "auto",
         inner_folds: int = 2,
         stack_c: float = 1.0,
@@ -219,6 +240,7 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         implementation: str = "scaling",
         random_state: int = 0,
         n_jobs: int = 1,
+        feature_sets: tuple[tuple[str, tuple[int, ...]], ...] | None = None,
     ) -> None:
         self.n_states = n_states
         self.topology = topology
@@ -230,6 +252,8 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         self.standardize = standardize
         self.class_prior = class_prior
         self.class_offsets = class_offsets
+        self.features = features
+        self.feature_margin = feature_margin
         self.decision = decision
         self.inner_folds = inner_folds
         self.stack_c = stack_c
@@ -238,6 +262,7 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         self.implementation = implementation
         self.random_state = random_state
         self.n_jobs = n_jobs
+        self.feature_sets = feature_sets
 
     # ----------------------------------------------------------------- fitting
     @property
@@ -248,12 +273,19 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         """
         params = self.get_params(deep=False)
         params.pop("n_jobs")
+        params.pop("feature_sets")
         return ModelConfig(**params)
 
     @classmethod
-    def from_config(cls, config: ModelConfig, n_jobs: int = 1) -> HMMClassifier:
-        """An unfitted classifier with the settings of ``config``."""
-        return cls(**dataclasses.asdict(config), n_jobs=n_jobs)
+    def from_config(
+        cls,
+        config: ModelConfig,
+        n_jobs: int = 1,
+        feature_sets: Mapping[str, Sequence[int]] | None = None,
+    ) -> HMMClassifier:
+        """An unfitted classifier with the settings of ``config`` and the named column sets of its features."""
+        sets = None if feature_sets is None else tuple((k, tuple(int(c) for c in v)) for k, v in feature_sets.items())
+        return cls(**dataclasses.asdict(config), n_jobs=n_jobs, feature_sets=sets)
 
     def check_params(self) -> None:
         """Raise ValueError naming every invalid parameter."""
@@ -288,16 +320,23 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"unknown label classes {unknown}; expected {list(CLASSES)}")
         n_features = sequences[0].shape[1]
         sequences = check_sequences(sequences, n_features)
+        self.classes_ = np.array(CLASSES)
+        self.n_features_in_ = n_features
+        rule = make_decision_rule(config.decision, **config.rule_options())
+        folds, fallback = self._inner_folds(y, groups) if rule.tuned_on_inner_folds else (None, None)
+        grouped = groups is not None
+        columns, tuned_rule, features_report = self._choose_columns(sequences, y, folds, grouped, config)
+        self.feature_columns_ = columns
+        if len(columns) < n_features:
+            sequences = [np.ascontiguousarray(s[:, columns]) for s in sequences]
         all_frames = np.concatenate(sequences)
         if self.standardize:
             self.feature_mean_ = all_frames.mean(axis=0, dtype=np.float64)
             self.feature_scale_ = np.maximum(all_frames.std(axis=0, dtype=np.float64), SCALE_FLOOR)
         else:
-            self.feature_mean_ = np.zeros(n_features)
-            self.feature_scale_ = np.ones(n_features)
+            self.feature_mean_ = np.zeros(len(columns))
+            self.feature_scale_ = np.ones(len(columns))
         del all_frames
-        self.classes_ = np.array(CLASSES)
-        self.n_features_in_ = n_features
         counts = np.array([np.sum(y == name) for name in CLASSES], dtype=float)
         present = counts > 0
         # A class without training clips gets no HMM and a log-prior of -inf: it is never predicted.
@@ -318,46 +357,125 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
             for k, name in enumerate(CLASSES)
             if present[k]
         ]
-        fitted = iter(parallel_map(_fit_label_hmm_task, tasks, n_jobs=self.n_jobs))
+        fitted = iter(parallel_map(fit_label_hmm_task, tasks, n_jobs=self.n_jobs))
         self.hmms_, self.fit_report_ = [], {}
         for k, name in enumerate(CLASSES):
-            hmm, report = next(fitted) if present[k] else (None, _ABSENT_REPORT)
+            hmm, report = next(fitted) if present[k] else (None, ABSENT_REPORT)
             self.hmms_.append(hmm)
             self.fit_report_[name] = report
-        self.decision_rule_ = self._fit_decision_rule(sequences, y, groups, config)
+        if fallback is not None:
+            self.decision_rule_ = fallback
+        elif tuned_rule is not None:
+            self.decision_rule_ = tuned_rule
+        else:
+            self.decision_rule_, _ = self._fit_decision_rule(rule, sequences, y, folds, grouped)
+        if features_report:
+            self.fit_report_["features"] = features_report
         if self.decision_rule_.tuned_on_inner_folds or "note" in self.decision_rule_.report:
             self.fit_report_["decision"] = self.decision_rule_.report
         return self
 
-    def _fit_decision_rule(
-        self, sequences: list[np.ndarray], y: np.ndarray, groups: Sequence[str] | None, config: ModelConfig
-    ) -> DecisionRule:
-        """The decision rule, fitted on inner-fold held-out scores of the training data only."""
-        rule = make_decision_rule(config.decision, **config.rule_options())
-        if not rule.tuned_on_inner_folds:
-            return rule
+    def _inner_folds(
+        self, y: np.ndarray, groups: Sequence[str] | None
+    ) -> tuple[list[tuple[np.ndarray, np.ndarray]] | None, DecisionRule | None]:
+        """The inner folds the decision rule (and the feature choice) is tuned on, or the
+        "argmax" rule that stands in when the training data cannot be split into them."""
         groups = None if groups is None else np.asarray(groups, dtype=str)
         n_groups = 0 if groups is None else len(set(groups.tolist()))
         if groups is not None and n_groups < MIN_GROUPS_PER_INNER_FOLD * self.inner_folds:
             # A rule tuned on the clips of a single patient fits that patient, not the task.
-            return ArgmaxRule(
-                f"offsets not tuned: {n_groups} groups, fewer than {MIN_GROUPS_PER_INNER_FOLD} per inner fold"
-            )
+            note = f"offsets not tuned: {n_groups} groups, fewer than {MIN_GROUPS_PER_INNER_FOLD} per inner fold"
+            return None, ArgmaxRule(note)
         try:
             folds = make_folds(y, groups, self.inner_folds, seed=self.random_state)
         except ValueError as exc:
-            return ArgmaxRule(f"offsets not tuned: {exc}")
+            return None, ArgmaxRule(f"offsets not tuned: {exc}")
+        if any(len(set(y[train].tolist())) < len(set(y.tolist())) for train, _ in folds):
+            return None, ArgmaxRule("offsets not tuned: an inner training fold lacks a label class")
+        return folds, None
+
+    def _column_candidates(self, n_features: int, config: ModelConfig) -> list[tuple[str, np.ndarray]]:
+        """The column sets ``features`` asks for: one, or for "auto" each distinct one, simplest first."""
+        everything = np.arange(n_features)
+        sets = dict(self.feature_sets or ())
+        for name, columns in sets.items():
+            if not columns or min(columns) < 0 or max(columns) >= n_features or len(set(columns)) != len(columns):
+                raise ValueError(f"feature set {name!r} names columns outside 0..{n_features - 1} or repeats one")
+        named = {name: np.array(sorted(sets.get(name, everything)), dtype=np.int64) for name in ("cepstra", "all")}
+        if config.features != "auto":
+            return [(config.features, named[config.features])]
+        if np.array_equal(named["cepstra"], named["all"]):
+            return [("all", named["all"])]
+        return [("cepstra", named["cepstra"]), ("all", named["all"])]
+
+    def _choose_columns(
+        self,
+        sequences: list[np.ndarray],
+        y: np.ndarray,
+        folds: list[tuple[np.ndarray, np.ndarray]] | None,
+        grouped: bool,
+        config: ModelConfig,
+    ) -> tuple[np.ndarray, DecisionRule | None, dict[str, Any]]:
+        """The columns the HMMs model, the decision rule already tuned on them (None if not yet), and a report.
+
+        With several candidates, each gets inner-fold HMMs and a decision rule
+        tuned on their held-out scores, exactly as the final rule is; the
+        candidate whose rule scores best on those held-out clips wins (a later
+        one by ``feature_margin``), and its rule is kept, not tuned again.
+        """
+        candidates = self._column_candidates(sequences[0].shape[1], config)
+        if len(candidates) == 1 or folds is None:
+            name, columns = candidates[0]
+            if len(candidates) == 1:
+                return columns, None, {}
+            return columns, None, {"chosen": name, "columns": len(columns), "note": "no inner folds: the simplest set"}
+        truth = class_indices(y)
+        tuned, scores = [], []
+        for _, columns in candidates:
+            rule = make_decision_rule(config.decision, **config.rule_options())
+            subset = [np.ascontiguousarray(s[:, columns]) for s in sequences]
+            rule, held_out = self._fit_decision_rule(rule, subset, y, folds, grouped)
+            tuned.append(rule)
+            # Scored on the held-out clips it was tuned on: both candidates give the rule the same
+            # freedom. (Cross-fitted Scores, tuned on one inner fold and scored on the other, halve
+            # the clips behind each number; on the design half of SPRSound they chose worse.)
+            scores.append(rule.inner_score(held_out, truth))
+        pick = 0
+        for k in range(1, len(candidates)):
+            if scores[k] >= scores[pick] + self.feature_margin:
+                pick = k
+        report = {
+            "chosen": candidates[pick][0],
+            "columns": len(candidates[pick][1]),
+            "inner_scores": {name: round(float(v), 6) for (name, _), v in zip(candidates, scores)},
+            "feature_margin": self.feature_margin,
+        }
+        return candidates[pick][1], tuned[pick], report
+
+    def _fit_decision_rule(
+        self,
+        rule: DecisionRule,
+        sequences: list[np.ndarray],
+        y: np.ndarray,
+        folds: list[tuple[np.ndarray, np.ndarray]] | None,
+        grouped: bool,
+    ) -> tuple[DecisionRule, ClipLikelihoods | None]:
+        """``rule`` fitted on inner-fold held-out scores of the training data only (HMMs
+        fitted on each inner training part score its held-out part), and those scores."""
+        if folds is None:
+            return rule, None
         parts = []
         for train, test in folds:
-            if len(set(y[train].tolist())) < len(set(y.tolist())):
-                return ArgmaxRule("offsets not tuned: an inner training fold lacks a label class")
-            inner = clone(self).set_params(decision="argmax", n_jobs=1)
+            inner = clone(self).set_params(decision="argmax", features="all", feature_sets=None, n_jobs=1)
             inner.fit([sequences[i] for i in train], y[train])
-            parts.append((test, inner._likelihoods([sequences[i] for i in test], rule.needs_frame_increments)))
+            held_out = inner._likelihoods(
+                [sequences[i] for i in test], rule.needs_frame_increments, rule.needs_clip_statistics
+            )
+            parts.append((test, held_out))
         held_out = ClipLikelihoods.gather(parts, len(y))
         rule.fit(held_out, class_indices(y), folds)
-        rule.report.update({"inner_folds": self.inner_folds, "grouped": groups is not None})
-        return rule
+        rule.report.update({"inner_folds": self.inner_folds, "grouped": grouped})
+        return rule, held_out
 
     # ----------------------------------------------------------------- scoring
     def _check_fitted(self) -> None:
@@ -367,18 +485,24 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
             raise NotFittedError("this HMMClassifier is not fitted yet; call fit first")
 
     def _standardize(self, frames: np.ndarray) -> np.ndarray:
+        """The modelled columns of ``frames``, standardised with the training statistics."""
+        columns = getattr(self, "feature_columns_", None)
+        if columns is not None and len(columns) < frames.shape[1]:
+            frames = frames[:, columns]
         return (frames - self.feature_mean_) / self.feature_scale_
 
-    def _likelihoods(self, X: Sequence[np.ndarray], frame_increments: bool = False) -> ClipLikelihoods:
+    def _likelihoods(
+        self, X: Sequence[np.ndarray], frame_increments: bool = False, clip_stats: bool = False
+    ) -> ClipLikelihoods:
         self._check_fitted()
         sequences = check_sequences(X, self.n_features_in_)
         n_frames = np.array([len(s) for s in sequences])
-        totals, increments = log_likelihoods(
-            self.hmms_, self._standardize(np.concatenate(sequences)), n_frames, frame_increments
-        )
+        frames = self._standardize(np.concatenate(sequences))
+        totals, increments = log_likelihoods(self.hmms_, frames, n_frames, frame_increments)
         user_offsets = np.zeros(len(CLASSES)) if self.class_offsets is None else np.asarray(self.class_offsets, float)
         base = totals / n_frames[:, None].astype(float) + self.class_log_prior_ + user_offsets
-        return ClipLikelihoods(totals, n_frames, base, increments)
+        statistics = clip_statistics(frames, n_frames) if clip_stats else None
+        return ClipLikelihoods(totals, n_frames, base, increments, statistics)
 
     def score_clips(self, X: Sequence[np.ndarray], frame_increments: bool = False) -> ClipScores:
         """Every number the model computes for ``X``: the one scoring path of cv, predict and explain.
@@ -396,7 +520,11 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
             Per-class log-likelihoods, decision scores, posterior and predicted class.
         """
         rule = self.decision_rule_ if hasattr(self, "decision_rule_") else None
-        likelihoods = self._likelihoods(X, frame_increments or (rule is not None and rule.needs_frame_increments))
+        likelihoods = self._likelihoods(
+            X,
+            frame_increments or (rule is not None and rule.needs_frame_increments),
+            rule is not None and rule.needs_clip_statistics,
+        )
         decision = rule.scores(likelihoods) if rule is not None else likelihoods.base_scores
         return ClipScores(likelihoods, decision)
 
@@ -453,29 +581,3 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         tags.input_tags.two_d_array = False
         tags.non_deterministic = False
         return tags
-
-
-_ABSENT_REPORT = {
-    "clips": 0,
-    "frames": 0,
-    "n_states": 0,
-    "iterations": 0,
-    "converged": True,
-    "note": "no training clips: no HMM for this class",
-}
-
-
-@dataclass
-class LabelHMMTask:
-    """What a worker needs to fit one label class's HMM (see :func:`~hmmclf.model.label_hmm.fit_label_hmm`)."""
-
-    sequences: list[np.ndarray]
-    feature_mean: np.ndarray
-    feature_scale: np.ndarray
-    config: ModelConfig
-    seed: tuple[int, int]
-
-
-def _fit_label_hmm_task(task: LabelHMMTask) -> tuple[Any, dict[str, Any]]:
-    """Worker: :func:`~hmmclf.model.label_hmm.fit_label_hmm` on one class's clips."""
-    return fit_label_hmm(task.sequences, task.feature_mean, task.feature_scale, task.config, task.seed)

@@ -19,6 +19,8 @@ from ..task.classes import CLASSES
 TOPOLOGIES = ("ergodic", "left-right")
 IMPLEMENTATIONS = ("scaling", "log")
 CLASS_PRIORS = ("empirical", "uniform")
+FEATURE_CHOICES = ("auto", "all", "cepstra")
+"""``features``: every column, the cepstra only, or the better of the two on inner folds."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,8 @@ class ModelConfig:
     standardize: bool = True
     class_prior: str = "empirical"
     class_offsets: tuple[float, ...] | None = None
+    features: str = "auto"
+    feature_margin: float = 0.03
     decision: str = "auto"
     inner_folds: int = 2
     stack_c: float = 1.0
@@ -151,6 +155,7 @@ class ModelConfig:
             "stack_c": self.stack_c,
             "peak_frames": int(self.peak_frames),
             "select_margin": float(self.select_margin),
+            "random_state": int(self.random_state),
         }
 
 
@@ -167,6 +172,8 @@ def parameter_constraints() -> dict[str, Any]:
         "standardize": Boolean(),
         "class_prior": OneOf(CLASS_PRIORS),
         "class_offsets": OffsetsOrNone(),
+        "features": OneOf(FEATURE_CHOICES),
+        "feature_margin": Interval(float, 0, 1, high_open=True),
         "decision": _decision_rules(),
         "inner_folds": Interval(int, 2, None),
         "stack_c": Interval(float, 0, None, low_open=True),

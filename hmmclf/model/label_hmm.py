@@ -15,6 +15,7 @@ diagonal Gaussian per state belongs in this module alone.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
@@ -325,3 +326,29 @@ def hmm_from_arrays(arrays: Mapping[str, np.ndarray], prefix: str, n_features: i
     if (variances <= 0).any():
         raise ValueError(f"{prefix}.variances must be positive")
     return rebuild_hmm(startprob, transmat, means, variances)
+
+
+ABSENT_REPORT = {
+    "clips": 0,
+    "frames": 0,
+    "n_states": 0,
+    "iterations": 0,
+    "converged": True,
+    "note": "no training clips: no HMM for this class",
+}
+
+
+@dataclass
+class LabelHMMTask:
+    """What a worker needs to fit one label class's HMM (see :func:`fit_label_hmm`)."""
+
+    sequences: list[np.ndarray]
+    feature_mean: np.ndarray
+    feature_scale: np.ndarray
+    config: ModelConfig
+    seed: tuple[int, int]
+
+
+def fit_label_hmm_task(task: LabelHMMTask) -> tuple[Any, dict[str, Any]]:
+    """Worker: :func:`fit_label_hmm` on one class's clips."""
+    return fit_label_hmm(task.sequences, task.feature_mean, task.feature_scale, task.config, task.seed)

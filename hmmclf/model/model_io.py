@@ -30,8 +30,8 @@ MODEL_FORMAT = "hmmclf-model"
 # Version 2 (hmmclf 0.3): decision rules stored under "decision.*" with their name in meta.
 # Version 3: the "auto", "peak-detectors" and "tuned-length" rules and their parameters (peak_frames,
 # select_margin); version 2 files still load (their rules and parameters are a subset).
-MODEL_FORMAT_VERSION = 3
-READABLE_FORMAT_VERSIONS = (2, 3)
+MODEL_FORMAT_VERSION = 4
+READABLE_FORMAT_VERSIONS = (2, 3, 4)
 DECISION_PREFIX = "decision."
 
 
@@ -44,6 +44,7 @@ def save_model(model: HMMClassifier, path: str | os.PathLike[str], feature_confi
     model._check_fitted()
     path = Path(path)
     arrays: dict[str, np.ndarray] = {
+        "feature_columns": np.asarray(model.feature_columns_, dtype=np.int64),
         "feature_mean": np.asarray(model.feature_mean_, dtype=np.float64),
         "feature_scale": np.asarray(model.feature_scale_, dtype=np.float64),
         # -inf (a class without training clips) is stored as 0 and restored from meta["absent_classes"].
@@ -56,6 +57,8 @@ def save_model(model: HMMClassifier, path: str | os.PathLike[str], feature_confi
         if hmm is not None:
             arrays.update(hmm_to_arrays(hmm, name))
     params = model.get_params()
+    # The column sets belong to the feature config (stored below); the chosen columns are an array.
+    params.pop("feature_sets", None)
     if params.get("class_offsets") is not None:
         params["class_offsets"] = [float(v) for v in params["class_offsets"]]
     meta = {
@@ -115,12 +118,16 @@ def load_model(path: str | os.PathLike[str]) -> tuple[HMMClassifier, Any]:
             raise ValueError(f"model has {n_features} features, its feature config gives {config.n_features}")
         params = dict(meta["params"])
         n_jobs = params.pop("n_jobs", 1)
-        model = HMMClassifier.from_config(ModelConfig.from_dict(params), n_jobs=n_jobs)
+        model = HMMClassifier.from_config(
+            ModelConfig.from_dict(params), n_jobs=n_jobs, feature_sets=config.column_sets()
+        )
         rule_name = meta.get("decision_rule")
         if rule_name not in DECISION_RULES:
             raise ValueError(f"unknown decision rule {rule_name!r}")
-        model.feature_mean_ = checked_array(arrays, "feature_mean", (n_features,))
-        model.feature_scale_ = checked_array(arrays, "feature_scale", (n_features,))
+        model.feature_columns_ = _feature_columns(arrays, n_features)
+        n_modelled = len(model.feature_columns_)
+        model.feature_mean_ = checked_array(arrays, "feature_mean", (n_modelled,))
+        model.feature_scale_ = checked_array(arrays, "feature_scale", (n_modelled,))
         if (model.feature_scale_ <= 0).any():
             raise ValueError("feature_scale must be positive")
         absent = list(meta.get("absent_classes", []))
@@ -135,10 +142,22 @@ def load_model(path: str | os.PathLike[str]) -> tuple[HMMClassifier, Any]:
             raise ValueError("fit_report must be a JSON object")
         rule.report = dict(fit_report.get("decision") or rule.report)
         model.decision_rule_ = rule
-        model.hmms_ = [None if name in absent else hmm_from_arrays(arrays, name, n_features) for name in CLASSES]
+        model.hmms_ = [None if name in absent else hmm_from_arrays(arrays, name, n_modelled) for name in CLASSES]
     except (ValueError, TypeError, KeyError) as exc:
         raise ModelFileError(f"{path}: invalid model file ({exc})") from None
     model.classes_ = np.array(CLASSES)
     model.n_features_in_ = n_features
     model.fit_report_ = meta.get("fit_report", {})
     return model, config
+
+
+def _feature_columns(arrays: Any, n_features: int) -> np.ndarray:
+    """The modelled columns: increasing, distinct, within the frame vector (all of them in format-3 files)."""
+    if "feature_columns" not in arrays:
+        return np.arange(n_features)
+    columns = np.asarray(arrays["feature_columns"])
+    if columns.dtype.kind not in "iu" or columns.ndim != 1 or len(columns) == 0:
+        raise ValueError("feature_columns must be a non-empty 1-D integer array")
+    if columns[0] < 0 or columns[-1] >= n_features or np.any(np.diff(columns) <= 0):
+        raise ValueError(f"feature_columns must increase strictly within 0..{n_features - 1}")
+    return columns.astype(np.int64)

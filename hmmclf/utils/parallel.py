@@ -255,8 +255,8 @@ _executor_lock = threading.Lock()
 _executor: Any = None
 
 
-def _local_executor(n_workers: int):
-    """loky's reusable process pool with ``n_workers`` single-threaded workers."""
+def _local_executor(n_workers: int, modules: Sequence[str] = ()):
+    """loky's reusable process pool with ``n_workers`` single-threaded workers, importing ``modules`` first."""
     global _executor
     from joblib.externals.loky import get_reusable_executor
 
@@ -267,8 +267,12 @@ def _local_executor(n_workers: int):
         with _sigint_ignored():
             # A first task makes loky start its missing workers now, from this thread, while SIGINT is
             # ignored: a process started so inherits that, and a Ctrl-C during its start-up imports
-            # (before the initializer runs) cannot print a traceback from it.
-            _executor.submit(os.getpid)
+            # (before the initializer runs) cannot print a traceback from it. The imports belong in
+            # that first task: loky measures a worker's memory after its first task and restarts the
+            # worker when it has grown by 300 MB since (it takes that for a leak); imports counted in
+            # the growth (numba alone is 70 MB) made it restart workers in the middle of a cv.
+            for _ in range(n_workers if modules else 1):
+                _executor.submit(_import_modules, tuple(modules))
         return _executor
 
 
@@ -390,9 +394,7 @@ def start_workers(n_jobs: int | None, modules: Sequence[str]) -> None:
     n_workers = resolve_jobs(n_jobs) - 1
     if _active_scheduler is not None or n_workers < 1 or not modules:
         return
-    executor = _local_executor(n_workers)
-    for _ in range(n_workers):
-        executor.submit(_import_modules, tuple(modules))
+    _local_executor(n_workers, modules)
 
 
 def _import_modules(modules: tuple[str, ...]) -> int:

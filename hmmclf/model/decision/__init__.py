@@ -10,6 +10,7 @@ module              rules
 ``offsets``         ``tuned`` offsets; ``tuned-length`` (offsets + clip length)
 ``stacked``         ``stacked`` (logistic regression on likelihood statistics)
 ``detectors``       ``detectors``; ``peak-detectors`` (best second of the clip)
+``boosted``         ``boosted`` (boosted trees on HMM scores and clip statistics)
 ``auto``            ``auto`` (the default): picks a rule on inner folds
 ==================  ==========================================================
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from .auto import AutoRule
 from .base import ArgmaxRule, ClipLikelihoods, DecisionRule
+from .boosted import BoostedRule
 from .detectors import DetectorsRule, PeakDetectorsRule
 from .offsets import TunedLengthRule, TunedOffsetsRule
 from .stacked import StackedRule
@@ -33,7 +35,16 @@ __all__ = ["ClipLikelihoods", "DecisionRule", "DECISION_RULES", "make_decision_r
 
 DECISION_RULES: dict[str, type[DecisionRule]] = {
     rule.name: rule
-    for rule in (AutoRule, TunedOffsetsRule, ArgmaxRule, StackedRule, DetectorsRule, PeakDetectorsRule, TunedLengthRule)
+    for rule in (
+        AutoRule,
+        TunedOffsetsRule,
+        ArgmaxRule,
+        StackedRule,
+        DetectorsRule,
+        PeakDetectorsRule,
+        TunedLengthRule,
+        BoostedRule,
+    )
 }
 """Every decision rule by name (the classifier's ``decision`` parameter); the default first."""
 

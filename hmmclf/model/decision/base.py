@@ -41,12 +41,16 @@ class ClipLikelihoods:
     frame_increments : (sum(n_frames), 4) array or None
         Per-frame increments of the forward log-likelihood, clips concatenated,
         when the rule (or the caller) asked for them.
+    clip_statistics : (n_clips, 2 * n_features) array or None
+        Mean and standard deviation of each modelled frame feature over the
+        clip, when the rule asked for them.
     """
 
     log_likelihood: np.ndarray
     n_frames: np.ndarray
     base_scores: np.ndarray
     frame_increments: np.ndarray | None = None
+    clip_statistics: np.ndarray | None = None
 
     @property
     def bounds(self) -> np.ndarray:
@@ -68,7 +72,12 @@ class ClipLikelihoods:
                 for row, i in enumerate(index):
                     per_clip[i] = part.frame_increments[bounds[row] : bounds[row + 1]]
         increments = np.concatenate(per_clip) if with_increments else None
-        return cls(log_likelihood, n_frames, base, increments)
+        statistics = None
+        if parts and all(part.clip_statistics is not None for _, part in parts):
+            statistics = np.full((n_clips, parts[0][1].clip_statistics.shape[1]), np.nan)
+            for index, part in parts:
+                statistics[index] = part.clip_statistics
+        return cls(log_likelihood, n_frames, base, increments, statistics)
 
 
 class DecisionRule:
@@ -77,6 +86,7 @@ class DecisionRule:
     name: ClassVar[str] = ""
     tuned_on_inner_folds: ClassVar[bool] = True
     needs_frame_increments: ClassVar[bool] = False
+    needs_clip_statistics: ClassVar[bool] = False
     options: ClassVar[tuple[str, ...]] = ()
     """The classifier settings the rule takes (``stack_c``, ``peak_frames``, ...), as keywords."""
 
@@ -90,6 +100,13 @@ class DecisionRule:
     def scores(self, clips: ClipLikelihoods) -> np.ndarray:
         """(n_clips, 4) decision scores; the predicted class is the argmax."""
         raise NotImplementedError
+
+    def inner_score(self, held_out: ClipLikelihoods, y: np.ndarray) -> float:
+        """ICBHI Score of the fitted rule on the held-out clips it was fitted on (``y``: class indices):
+        what the classifier compares feature sets by."""
+        from ...task.metrics import icbhi_score_from_indices
+
+        return icbhi_score_from_indices(y, np.argmax(self.scores(held_out), axis=1))
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Parameters as float64 arrays (names without the model file's ``decision.`` prefix)."""
