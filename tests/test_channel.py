@@ -57,7 +57,8 @@ def test_the_audit_probes_every_channel_view_and_the_worst_drives_the_verdict():
     audit = leakage_audit(features, make_folds(features.classes, features.groups, 5, 0), seed=0)
     assert set(audit["views"]) == {"mfcc", "signature", "ltas", "model"}
     worst = audit["views"][audit["worst"]]
-    assert worst["score_folds_used"] == max(v["score_folds_used"] for v in audit["views"].values())
+    channel = [v for name, v in audit["views"].items() if name != "model"]
+    assert audit["worst"] != "model" and worst["score_folds_used"] == max(v["score_folds_used"] for v in channel)
     # Recordings are near copies in the channel: plain folds let the probe recognise them, grouped folds do not.
     for name in ("mfcc", "signature", "ltas"):
         assert audit["views"][name]["score_plain_folds"] > 90 > audit["views"][name]["score_folds_used"] + 20

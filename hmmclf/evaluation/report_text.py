@@ -207,7 +207,7 @@ def describe_leakage(leakage: dict[str, Any]) -> str:
     used, plain = leakage["score_folds_used"], leakage["score_plain_folds"]
     lines = [
         f"leakage audit: a memorising 1-nearest-neighbour probe, reading the {PROBE_VIEWS[leakage['worst']]} "
-        f"(of the {len(leakage['views'])} views probed, the one that recognises recordings best), scores "
+        "(of the views that keep the recording channel, the one that recognises recordings best), scores "
         f"{used:.1f} under these folds and {plain:.1f} under plain stratified folds"
         + (
             f": the grouping removes {plain - used:.1f} points of the optimism plain folds would give."
