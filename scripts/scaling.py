@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""How hmmclf's cost grows with the corpus: extract and cv on a quarter, a half and the whole.
+
+For each corpus (a folder holding ``train/`` and ``train.csv``) this runs, from an empty cache,
+``hmmclf extract`` then ``hmmclf cv --folds 5`` on the first 25, 50 and 100 % of its patients
+(sorted patient IDs), or of its clips (a seeded shuffle) when the labels have no patient column,
+and records wall time, audio seconds and the peak memory of the process tree. It prints a table,
+writes the numbers as JSON and draws them (seconds against clips, one line per corpus and command).
+
+usage: python scripts/scaling.py NAME=DIR [NAME=DIR ...] --out scaling.png [--json scaling.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmark import hmmclf, run  # noqa: E402 - the benchmark's timed runner, shared
+
+FRACTIONS = (0.25, 0.5, 1.0)
+
+
+def subset(work: Path, corpus: Path, fraction: float) -> None:
+    """``work/train`` linked to the corpus's clips and ``work/train.csv`` with ``fraction`` of its rows."""
+    import pandas as pd
+
+    work.mkdir(parents=True)
+    (work / "train").symlink_to((corpus / "train").resolve(), target_is_directory=True)
+    table = pd.read_csv(corpus / "train.csv")
+    if fraction < 1.0:
+        if "patient_id" in table:
+            ids = sorted(table["patient_id"].unique())
+            table = table[table["patient_id"].isin(ids[: max(5, round(len(ids) * fraction))])]
+        else:
+            table = table.sample(frac=1.0, random_state=0).head(round(len(table) * fraction))
+    table.to_csv(work / "train.csv", index=False)
+
+
+def measure(corpus: Path, fraction: float, root: Path) -> dict:
+    import pandas as pd
+
+    work = root / f"{corpus.name}-{fraction}"
+    subset(work, corpus, fraction)
+    extract_s, extract_mib, _ = run(hmmclf("extract"), work)
+    index = pd.read_csv(work / "features" / "index.csv")
+    cv_s, cv_mib, _ = run(hmmclf("cv", "--folds", "5", "--out", "report"), work)
+    return {
+        "fraction": fraction,
+        "clips": len(index),
+        "audio_s": round(float(index["duration"].sum()), 1),
+        "extract_s": round(extract_s, 2),
+        "cv_s": round(cv_s, 2),
+        "peak_rss_mib": round(max(extract_mib, cv_mib), 0),
+    }
+
+
+def draw(results: dict[str, list[dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for name, rows in results.items():
+        clips = [r["clips"] for r in rows]
+        (line,) = axes[0].plot(clips, [r["extract_s"] for r in rows], "o-", label=f"{name}: extract")
+        axes[0].plot(clips, [r["cv_s"] for r in rows], "s--", color=line.get_color(), label=f"{name}: cv --folds 5")
+        axes[1].plot(clips, [r["peak_rss_mib"] for r in rows], "o-", color=line.get_color(), label=name)
+    axes[0].set(xlabel="clips", ylabel="wall seconds (2 cores)", title="time, from an empty cache")
+    axes[1].set(xlabel="clips", ylabel="MiB", title="peak memory of the process tree")
+    for ax in axes:
+        ax.set_xlim(left=0)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("corpora", nargs="+", help="NAME=DIR, DIR holding train/ and train.csv")
+    parser.add_argument("--out", type=Path, required=True, help="the figure (PNG)")
+    parser.add_argument("--json", type=Path, help="the numbers")
+    args = parser.parse_args()
+    results: dict[str, list[dict]] = {}
+    root = Path(tempfile.mkdtemp(prefix="hmmclf-scaling-"))
+    try:
+        for item in args.corpora:
+            name, _, directory = item.partition("=")
+            corpus = Path(directory)
+            results[name] = []
+            for fraction in FRACTIONS:
+                row = measure(corpus, fraction, root)
+                results[name].append(row)
+                print(f"scaling: {name} {fraction:.0%}: {row}", file=sys.stderr)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print("| corpus | clips | audio s | extract s | cv s | peak MiB |\n|---|---|---|---|---|---|")
+    for name, rows in results.items():
+        for r in rows:
+            cells = [name, r["clips"], f"{r['audio_s']:.0f}", f"{r['extract_s']:.1f}", f"{r['cv_s']:.1f}"]
+            print("| " + " | ".join(str(c) for c in cells + [f"{r['peak_rss_mib']:.0f}"]) + " |")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    draw(results, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
