@@ -35,18 +35,26 @@ MIN_ROW_SUM = 1e-300
 
 
 @numba.njit(cache=True, nogil=True)
+def _normalise_row(alpha, scaling, t, total):  # pragma: no cover - compiled
+    """Divide forward row ``t`` by its sum ``total`` (kept as ``scaling[t] = 1 / total``); False on underflow."""
+    if total < MIN_ROW_SUM:
+        return False
+    scale = 1.0 / total
+    scaling[t] = scale
+    for j in range(alpha.shape[1]):
+        alpha[t, j] *= scale
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
 def _forward_one(startprob, transmat, emission, a, b, alpha, scaling):  # pragma: no cover - compiled
     n_states = emission.shape[1]
     total = 0.0
     for i in range(n_states):
         alpha[a, i] = startprob[i] * emission[a, i]
         total += alpha[a, i]
-    if total < MIN_ROW_SUM:
+    if not _normalise_row(alpha, scaling, a, total):
         return False
-    scale = 1.0 / total
-    scaling[a] = scale
-    for i in range(n_states):
-        alpha[a, i] *= scale
     for t in range(a + 1, b):
         total = 0.0
         for j in range(n_states):
@@ -55,12 +63,8 @@ def _forward_one(startprob, transmat, emission, a, b, alpha, scaling):  # pragma
                 acc += alpha[t - 1, i] * transmat[i, j]
             alpha[t, j] = acc * emission[t, j]
             total += alpha[t, j]
-        if total < MIN_ROW_SUM:
+        if not _normalise_row(alpha, scaling, t, total):
             return False
-        scale = 1.0 / total
-        scaling[t] = scale
-        for j in range(n_states):
-            alpha[t, j] *= scale
     return True
 
 
