@@ -30,6 +30,7 @@ MODEL_FORMAT = "hmmclf-model"
 # Version 2 (hmmclf 0.3): decision rules stored under "decision.*" with their name in meta.
 # Version 3: the "auto", "peak-detectors" and "tuned-length" rules and their parameters (peak_frames,
 # select_margin); version 2 files still load (their rules and parameters are a subset).
+# Version 4 (hmmclf 0.5): "feature_columns", the frame columns the HMMs model (earlier files model all).
 MODEL_FORMAT_VERSION = 4
 READABLE_FORMAT_VERSIONS = (2, 3, 4)
 DECISION_PREFIX = "decision."
