@@ -315,3 +315,11 @@ def compute_features(samples: np.ndarray, config: FeatureConfig, power: np.ndarr
     if not np.isfinite(features).all():  # pragma: no cover - guarded by the audio checks
         raise ValueError("non-finite features")
     return np.ascontiguousarray(features)
+
+
+def clip_statistics(sequences: list[np.ndarray]) -> np.ndarray:
+    """Per-clip mean and standard deviation of every frame feature, shape (n_clips, 2 * n_features).
+
+    The GBM baseline's input, a leakage-audit view and part of the "boosted" rule's input.
+    """
+    return np.stack([np.concatenate([s.mean(axis=0), s.std(axis=0)]) for s in sequences])

@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..data.features import clip_statistics
 from ..task.classes import CLASSES
-
-
-def clip_statistics(sequences: list[np.ndarray]) -> np.ndarray:
-    """Per-clip mean and standard deviation of every frame feature (the GBM baseline's input)."""
-    return np.stack([np.concatenate([s.mean(axis=0), s.std(axis=0)]) for s in sequences])
 
 
 def baseline_predictions(

@@ -14,9 +14,9 @@ import numpy as np
 
 from ..data.channel import VIEWS
 from ..data.feature_store import FeatureSet
+from ..data.features import clip_statistics
 from ..task.metrics import icbhi_metrics
 from ..task.splits import make_folds
-from .baselines import clip_statistics
 from .dead_zone import dead_zone
 
 PROBE_VIEWS = {

@@ -20,13 +20,13 @@ import numpy as np
 from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
+from ..data.features import clip_statistics
 from ..task.classes import CLASS_LABELS, CLASSES
 from ..task.metrics import class_indices, icbhi_metrics
 from ..task.splits import make_folds
 from .config import ModelConfig
 from .decision import make_decision_rule
 from .decision.base import ArgmaxRule, ClipLikelihoods, DecisionRule
-from .decision.boosted import clip_statistics
 from .label_hmm import ABSENT_REPORT, LabelHMMTask, fit_label_hmm_task, log_likelihoods
 
 SCALE_FLOOR = 1e-6
@@ -325,10 +325,8 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         rule = make_decision_rule(config.decision, **config.rule_options())
         folds, fallback = self._inner_folds(y, groups) if rule.tuned_on_inner_folds else (None, None)
         grouped = groups is not None
-        columns, tuned_rule, features_report = self._choose_columns(sequences, y, folds, grouped, config)
+        columns, sequences, tuned_rule, features_report = self._choose_columns(sequences, y, folds, grouped, config)
         self.feature_columns_ = columns
-        if len(columns) < n_features:
-            sequences = [np.ascontiguousarray(s[:, columns]) for s in sequences]
         all_frames = np.concatenate(sequences)
         if self.standardize:
             self.feature_mean_ = all_frames.mean(axis=0, dtype=np.float64)
@@ -415,8 +413,9 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         folds: list[tuple[np.ndarray, np.ndarray]] | None,
         grouped: bool,
         config: ModelConfig,
-    ) -> tuple[np.ndarray, DecisionRule | None, dict[str, Any]]:
-        """The columns the HMMs model, the decision rule already tuned on them (None if not yet), and a report.
+    ) -> tuple[np.ndarray, list[np.ndarray], DecisionRule | None, dict[str, Any]]:
+        """The columns the HMMs model, the clips cut to them, the decision rule already tuned on them (None
+        if not yet), and a report.
 
         With several candidates, each gets inner-fold HMMs and a decision rule
         tuned on their held-out scores, exactly as the final rule is; the
@@ -426,14 +425,14 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         candidates = self._column_candidates(sequences[0].shape[1], config)
         if len(candidates) == 1 or folds is None:
             name, columns = candidates[0]
-            if len(candidates) == 1:
-                return columns, None, {}
-            return columns, None, {"chosen": name, "columns": len(columns), "note": "no inner folds: the simplest set"}
+            note = {"chosen": name, "columns": len(columns), "note": "no inner folds: the simplest set"}
+            return columns, _cut_to(sequences, columns), None, note if len(candidates) > 1 else {}
         truth = class_indices(y)
-        tuned, scores = [], []
+        tuned, scores, subsets = [], [], []
         for _, columns in candidates:
             rule = make_decision_rule(config.decision, **config.rule_options())
-            subset = [np.ascontiguousarray(s[:, columns]) for s in sequences]
+            subset = _cut_to(sequences, columns)
+            subsets.append(subset)
             rule, held_out = self._fit_decision_rule(rule, subset, y, folds, grouped)
             tuned.append(rule)
             # Scored on the held-out clips it was tuned on: both candidates give the rule the same
@@ -450,7 +449,7 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
             "inner_scores": {name: round(float(v), 6) for (name, _), v in zip(candidates, scores)},
             "feature_margin": self.feature_margin,
         }
-        return candidates[pick][1], tuned[pick], report
+        return candidates[pick][1], subsets[pick], tuned[pick], report
 
     def _fit_decision_rule(
         self,
@@ -501,7 +500,7 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         totals, increments = log_likelihoods(self.hmms_, frames, n_frames, frame_increments)
         user_offsets = np.zeros(len(CLASSES)) if self.class_offsets is None else np.asarray(self.class_offsets, float)
         base = totals / n_frames[:, None].astype(float) + self.class_log_prior_ + user_offsets
-        statistics = clip_statistics(frames, n_frames) if clip_stats else None
+        statistics = clip_statistics(np.split(frames, np.cumsum(n_frames)[:-1])) if clip_stats else None
         return ClipLikelihoods(totals, n_frames, base, increments, statistics)
 
     def score_clips(self, X: Sequence[np.ndarray], frame_increments: bool = False) -> ClipScores:
@@ -581,3 +580,10 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         tags.input_tags.two_d_array = False
         tags.non_deterministic = False
         return tags
+
+
+def _cut_to(sequences: list[np.ndarray], columns: np.ndarray) -> list[np.ndarray]:
+    """The clips with only ``columns`` (the clips themselves when those are all their columns)."""
+    if len(columns) == sequences[0].shape[1]:
+        return sequences
+    return [np.ascontiguousarray(s[:, columns]) for s in sequences]

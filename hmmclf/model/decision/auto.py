@@ -38,26 +38,17 @@ class AutoRule(DecisionRule):
     select_margin : float
         ICBHI Score (0.03 = 3 points) by which a later candidate must beat
         the one chosen so far on the cross-fitted inner folds to be chosen.
-    random_state : int
-        Passed to candidates that draw random numbers.
     chosen : StatisticRule, optional
         The fitted chosen rule (set by :meth:`fit` or :meth:`from_arrays`).
     """
 
     name = "auto"
-    options = ("peak_frames", "select_margin", "random_state")
+    options = ("peak_frames", "select_margin")
 
-    def __init__(
-        self,
-        peak_frames: int = 50,
-        select_margin: float = 0.03,
-        random_state: int = 0,
-        chosen: StatisticRule | None = None,
-    ):
+    def __init__(self, peak_frames: int = 50, select_margin: float = 0.03, chosen: StatisticRule | None = None):
         super().__init__()
         self.peak_frames = int(peak_frames)
         self.select_margin = float(select_margin)
-        self.random_state = int(random_state)
         self.chosen = chosen
 
     @property
@@ -75,7 +66,7 @@ class AutoRule(DecisionRule):
         return self.chosen.needs_clip_statistics
 
     def _candidates(self) -> list[StatisticRule]:
-        options = {"peak_frames": self.peak_frames, "random_state": self.random_state}
+        options = {"peak_frames": self.peak_frames}
         return [rule(**{k: options[k] for k in rule.options}) for rule in AUTO_CANDIDATES]
 
     def fit(self, held_out, y, folds):
@@ -122,6 +113,4 @@ class AutoRule(DecisionRule):
         rule = AUTO_CANDIDATES[int(index)]
         prefix = rule.name + "."
         chosen = rule.from_arrays({k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}, **options)
-        return cls(
-            options.get("peak_frames", 50), options.get("select_margin", 0.03), options.get("random_state", 0), chosen
-        )
+        return cls(options.get("peak_frames", 50), options.get("select_margin", 0.03), chosen)

@@ -37,16 +37,6 @@ ABSENT_LOG_PROBA = -1e3
 """Log-probability given to a class the trees never saw (finite, so offsets can be searched)."""
 
 
-def clip_statistics(frames: np.ndarray, n_frames: np.ndarray) -> np.ndarray:
-    """(n_clips, 2 * n_features) mean and standard deviation of each clip's frames (clips concatenated)."""
-    frames = np.asarray(frames, dtype=np.float64)
-    starts = np.concatenate([[0], np.cumsum(n_frames)[:-1]]).astype(np.int64)
-    counts = np.asarray(n_frames, dtype=np.float64)[:, None]
-    mean = np.add.reduceat(frames, starts, axis=0) / counts
-    square = np.add.reduceat(frames**2, starts, axis=0) / counts
-    return np.hstack([mean, np.sqrt(np.maximum(square - mean**2, 0.0))])
-
-
 @dataclass
 class TreeEnsemble:
     """Fitted boosted trees as arrays: every tree's nodes, concatenated.
