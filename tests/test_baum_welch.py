@@ -162,10 +162,10 @@ def test_classifier_scaling_and_log_give_the_same_models():
     np.testing.assert_allclose(fast.log_likelihood(X), slow.log_likelihood(X), rtol=1e-8)
 
 
-def test_compiled_recursions_equal_hmmlearns_kernels_to_the_bit():
+def test_compiled_recursions_equal_hmmlearns_kernels():
     from hmmlearn import _hmmc
 
-    from hmmclf.model.recursions import forward_all, forward_backward_all
+    from hmmclf.model.recursions import e_step_all, forward_all
 
     rng = np.random.default_rng(5)
     n_states = 4
@@ -174,27 +174,34 @@ def test_compiled_recursions_equal_hmmlearns_kernels_to_the_bit():
     lengths = rng.integers(1, 80, size=40)
     bounds = np.concatenate([[0], np.cumsum(lengths)])
     emission = rng.random((bounds[-1], n_states)) + 1e-3
-    alpha, beta = np.empty_like(emission), np.empty_like(emission)
+    posterior, pair_sums = np.empty_like(emission), np.empty((n_states, n_states))
     log_probs = np.empty(len(lengths))
-    assert forward_backward_all(startprob, transmat, emission, bounds, alpha, beta, log_probs) == -1
+    assert e_step_all(startprob, transmat, emission, bounds, posterior, pair_sums, log_probs) == -1
     scaling, totals, ok = np.empty(len(emission)), np.empty(len(lengths)), np.zeros(len(lengths), dtype=bool)
-    assert forward_all(startprob, transmat, emission, bounds, np.empty_like(emission), scaling, totals, ok) == 0
+    alpha = np.empty_like(emission)
+    assert forward_all(startprob, transmat, emission, bounds, alpha, scaling, totals, ok) == 0
+    expected_pairs = np.zeros((n_states, n_states))
     for s, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
         ref_log_prob, ref_alpha, ref_scaling = _hmmc.forward_scaling(startprob, transmat, emission[a:b])
         ref_beta = _hmmc.backward_scaling(startprob, transmat, emission[a:b], ref_scaling)
+        # The forward pass and the log-likelihoods are hmmlearn's to the bit.
         assert log_probs[s] == ref_log_prob and totals[s] == ref_log_prob and ok[s]
-        assert np.array_equal(alpha[a:b], ref_alpha) and np.array_equal(beta[a:b], ref_beta)
-        assert np.array_equal(scaling[a:b], ref_scaling)
+        assert np.array_equal(alpha[a:b], ref_alpha) and np.array_equal(scaling[a:b], ref_scaling)
+        # Posteriors and transition counts: the same sums, in another order.
+        gamma = ref_alpha * ref_beta
+        np.testing.assert_allclose(posterior[a:b], gamma / gamma.sum(axis=1, keepdims=True), rtol=1e-12)
+        expected_pairs += ref_alpha[:-1].T @ (emission[a + 1 : b] * ref_beta[1:])
+    np.testing.assert_allclose(pair_sums, expected_pairs, rtol=1e-12)
 
 
 def test_compiled_forward_names_the_sequence_that_underflows():
-    from hmmclf.model.recursions import forward_all, forward_backward_all
+    from hmmclf.model.recursions import e_step_all, forward_all
 
     startprob, transmat = np.array([1.0, 0.0]), np.array([[1.0, 0.0], [0.0, 1.0]])
     emission = np.array([[1.0, 1.0], [1.0, 1.0], [0.0, 1.0], [1.0, 1.0]])  # 2nd sequence: state 0 impossible
     bounds = np.array([0, 2, 4])
     empty = np.empty_like(emission)
-    assert forward_backward_all(startprob, transmat, emission, bounds, empty, empty.copy(), np.empty(2)) == 1
+    assert e_step_all(startprob, transmat, emission, bounds, empty, np.empty((2, 2)), np.empty(2)) == 1
     ok = np.zeros(2, dtype=bool)
     assert forward_all(startprob, transmat, emission, bounds, empty, np.empty(4), np.empty(2), ok) == 1
     assert ok.tolist() == [True, False]

@@ -120,3 +120,50 @@ def test_spectrogram_equals_librosa_stft(rng):
     np.testing.assert_allclose(
         power_spectrogram(y, 256, 80), np.abs(librosa.stft(y, n_fft=256, hop_length=80)) ** 2, rtol=1e-4, atol=1e-6
     )
+
+
+@pytest.mark.parametrize("sample_rate", [4000, 8000, 44100])
+def test_highpass_design_and_filter_equal_scipys(rng, sample_rate):
+    from scipy.signal import butter, sosfilt
+
+    from hmmclf.data.crest import butterworth_highpass_sos, sos_filter
+
+    reference = butter(4, 200.0, btype="highpass", fs=sample_rate, output="sos")
+    sos = butterworth_highpass_sos(4, 200.0, sample_rate)
+    np.testing.assert_allclose(sos, reference, rtol=1e-12, atol=1e-14)
+    samples = rng.normal(size=3001).astype(np.float32)
+    np.testing.assert_allclose(sos_filter(sos, samples), sosfilt(reference, samples), rtol=1e-10, atol=1e-12)
+
+
+def test_crest_factor_is_peak_over_rms_of_each_highpassed_frame(rng):
+    from scipy.signal import butter, sosfilt
+
+    from hmmclf.data.crest import log_crest_factor
+    from hmmclf.data.features import frame_signal
+
+    samples = rng.normal(size=4017).astype(np.float32)
+    samples[2000] = 40.0  # a click
+    frames = frame_signal(sosfilt(butter(4, 200.0, btype="highpass", fs=4000, output="sos"), samples), 256, 80)
+    expected = np.log(np.abs(frames).max(axis=1) / (np.sqrt((frames**2).mean(axis=1)) + 1e-9) + 1e-9)
+    crest = log_crest_factor(samples, 4000, 256, 80)
+    assert crest.shape == (1 + len(samples) // 80,)
+    np.testing.assert_allclose(crest, expected, rtol=1e-10)
+    assert crest.argmax() in (2000 // 80 - 1, 2000 // 80, 2000 // 80 + 1)
+
+
+def test_dct_matrix_is_the_orthonormal_dct(rng):
+    from scipy.fft import dct
+
+    from hmmclf.data.features import dct_matrix
+
+    values = rng.normal(size=(30, 50))
+    np.testing.assert_allclose(dct_matrix(30, 13) @ values, dct(values, type=2, norm="ortho", axis=0)[:13], atol=1e-12)
+
+
+def test_highpass_design_refuses_impossible_filters():
+    from hmmclf.data.crest import butterworth_highpass_sos
+
+    with pytest.raises(ValueError, match="order"):
+        butterworth_highpass_sos(3, 200.0, 4000)
+    with pytest.raises(ValueError, match="cutoff"):
+        butterworth_highpass_sos(4, 2500.0, 4000)

@@ -244,24 +244,24 @@ def _extra_features(samples: np.ndarray, power: np.ndarray, config: FeatureConfi
         elif name == "peakiness":
             rows.append(np.log(band.max(axis=0)) - np.log(np.median(band, axis=0)))
         elif name == "crest":
-            frames = frame_signal(_highpass(samples, config.sample_rate), config.frame_length, config.hop_length)
-            rms = np.sqrt(np.mean(frames**2, axis=1)) + 1e-9
-            rows.append(np.log(np.max(np.abs(frames), axis=1) / rms + 1e-9))
+            from .crest import log_crest_factor  # numba: imported only when the feature is asked for
+
+            rows.append(log_crest_factor(samples, config.sample_rate, config.frame_length, config.hop_length))
     return np.stack(rows).astype(power.dtype)
 
 
-@functools.lru_cache(maxsize=4)
-def _highpass_sos(sample_rate: int) -> np.ndarray:
-    from scipy.signal import butter
+@functools.lru_cache(maxsize=8)
+def dct_matrix(n_bands: int, n_coefficients: int) -> np.ndarray:
+    """The first ``n_coefficients`` rows of the orthonormal DCT-II of ``n_bands`` values, as a matrix.
 
-    return butter(4, 200.0, btype="highpass", fs=sample_rate, output="sos")
-
-
-def _highpass(samples: np.ndarray, sample_rate: int) -> np.ndarray:
-    """Fourth-order Butterworth high-pass at 200 Hz: keeps crackles, drops breath and heart sounds."""
-    from scipy.signal import sosfilt
-
-    return sosfilt(_highpass_sos(sample_rate), samples)
+    ``dct_matrix(n, k) @ x`` is ``scipy.fft.dct(x, type=2, norm="ortho", axis=0)[:k]`` to rounding,
+    without importing scipy.fft in every extraction process.
+    """
+    k = np.arange(n_coefficients)[:, None]
+    n = np.arange(n_bands)[None, :]
+    matrix = np.cos(np.pi * k * (2 * n + 1) / (2 * n_bands)) * np.sqrt(2.0 / n_bands)
+    matrix[0] /= np.sqrt(2.0)
+    return matrix
 
 
 def compute_features(samples: np.ndarray, config: FeatureConfig, power: np.ndarray | None = None) -> np.ndarray:
@@ -289,8 +289,6 @@ def compute_features(samples: np.ndarray, config: FeatureConfig, power: np.ndarr
     ValueError
         When the clip gives fewer than ``config.min_frames`` frames.
     """
-    from scipy.fft import dct
-
     samples = np.asarray(samples, dtype=np.float32)
     if samples.ndim != 1:
         raise ValueError(f"samples must be 1-D mono, got shape {samples.shape}")
@@ -303,7 +301,7 @@ def compute_features(samples: np.ndarray, config: FeatureConfig, power: np.ndarr
     elif power.shape != (config.frame_length // 2 + 1, frames):
         raise ValueError(f"power spectrogram of shape {power.shape} does not fit this clip and config")
     mel = mel_filterbank(config.sample_rate, config.frame_length, config.n_mels, config.fmin, config.fmax) @ power
-    mfcc = dct(power_to_db(mel), axis=0, type=2, norm="ortho")[: config.n_mfcc]
+    mfcc = dct_matrix(config.n_mels, config.n_mfcc) @ power_to_db(mel)
     if config.cepstral_mean_norm:
         mfcc = mfcc - mfcc.mean(axis=1, keepdims=True)
     if config.extra:

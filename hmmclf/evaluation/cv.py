@@ -23,9 +23,9 @@ from .mistakes import confidence, select_clips
 
 @dataclass
 class FoldTask:
-    """One unit of cross-validation work: a fold's model, or the fold's baselines."""
+    """One unit of cross-validation work: a fold's model, the fold's baselines, or the leakage audit."""
 
-    kind: str  # "model" or "baselines"
+    kind: str  # "model", "baselines" or "audit"
     estimator: Any
     train_sequences: list[np.ndarray]
     train_classes: np.ndarray
@@ -35,10 +35,11 @@ class FoldTask:
     single_thread: bool
     test_classes: np.ndarray | None = None
     errors: int = 0  # mistakes per confusion cell whose per-frame evidence the report shows (0: none)
+    audit: dict[str, Any] | None = None  # leakage_audit's arguments, for the "audit" task
 
 
 def run_fold_task(task: FoldTask) -> dict[str, Any]:
-    """Worker: one fold's model (fit on its training part, score its test part) or its baselines."""
+    """Worker: one fold's model (fit on its training part, score its test part), its baselines, or the audit."""
     if task.single_thread:
         # Tasks already run one per core: BLAS or OpenMP threads inside each would oversubscribe them.
         from threadpoolctl import threadpool_limits
@@ -49,6 +50,8 @@ def run_fold_task(task: FoldTask) -> dict[str, Any]:
 
 
 def _run_fold_task(task: FoldTask) -> dict[str, Any]:
+    if task.kind == "audit":
+        return {"audit": leakage_audit(**task.audit)}
     if task.kind == "baselines":
         return {
             "baselines": baseline_predictions(task.train_sequences, task.train_classes, task.test_sequences, task.seed)
@@ -210,14 +213,22 @@ def cross_validate(
             f"dead zone: each training part leaves out the clips within the channel radius of its test part "
             f"({100 * zone['dropped']:.0f} % of training clips on average)"
         )
-    models, fold_baselines = _run_folds(features, estimator, folds, seed, n_jobs, progress, baselines, errors)
+    # The audit runs beside the folds' models and baselines, on a core the last of them leave idle.
+    audit_arguments = {
+        "features": features,
+        "folds": folds,
+        "seed": seed,
+        "grouped_folds": grouped_folds if zone else None,
+    }
+    models, fold_baselines, audit = _run_folds(
+        features, estimator, folds, seed, n_jobs, progress, baselines, errors, audit_arguments if leakage else None
+    )
     fold_results = [
         _fold_result(k, features, train, test, model, base)
         for k, ((train, test), model, base) in enumerate(zip(folds, models, fold_baselines))
     ]
     table = prediction_table(features, folds, models)
     notes += rarely_predicted(features.classes, table["predicted"].to_numpy(dtype=str))
-    audit = leakage_audit(features, folds, seed, grouped_folds=grouped_folds if zone else None) if leakage else None
     if audit and audit["warning"]:
         notes.append(audit["warning"])
     pooled_baselines = {}
@@ -317,8 +328,10 @@ def _run_folds(
     progress: Callable[[str, int, int], None] | None,
     baselines: bool,
     errors: int = 0,
-) -> tuple[list[dict[str, Any]], list[dict[str, np.ndarray]]]:
-    """Every fold's model output and baseline predictions, computed in parallel."""
+    audit: dict[str, Any] | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, np.ndarray]], dict[str, Any] | None]:
+    """Every fold's model output and baseline predictions, and the leakage audit (given its
+    arguments), computed in parallel."""
     from ..utils.parallel import parallel_map, resolve_jobs
 
     parallel = resolve_jobs(n_jobs) > 1
@@ -341,6 +354,8 @@ def _run_folds(
         for kind in ["model"] + (["baselines"] if baselines else [])
         for k, (train, test) in enumerate(folds)
     ]
+    if audit is not None:
+        tasks.append(FoldTask("audit", None, [], np.empty(0), None, [], seed, parallel, audit=audit))
     finished = 0
 
     def on_task(index: int, result: dict) -> None:
@@ -353,8 +368,9 @@ def _run_folds(
         progress("cv tasks", 0, len(tasks))
     outputs = parallel_map(run_fold_task, tasks, n_jobs=min(len(tasks), resolve_jobs(n_jobs)), on_result=on_task)
     models = outputs[: len(folds)]
-    fold_baselines = [out["baselines"] for out in outputs[len(folds) :]] if baselines else [{} for _ in folds]
-    return models, fold_baselines
+    n_fold_tasks = len(folds) * (2 if baselines else 1)
+    fold_baselines = [out["baselines"] for out in outputs[len(folds) : n_fold_tasks]] if baselines else []
+    return models, fold_baselines or [{} for _ in folds], outputs[-1]["audit"] if audit is not None else None
 
 
 def _fold_result(

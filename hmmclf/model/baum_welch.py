@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from hmmlearn import _hmmc
 
-from .recursions import forward_all, forward_backward_all
+from .recursions import e_step_all, forward_all
 
 # hmmlearn's GaussianHMM defaults for the diagonal covariance update:
 # covars_prior=1e-2, covars_weight=1 (no weight term), means_weight=0.
@@ -56,7 +56,7 @@ def gaussian_log_density(frames: np.ndarray, means: np.ndarray, variances: np.nd
     return const - 0.5 * (frames**2) @ precision.T + frames @ (means * precision).T
 
 
-def _density_weights(means: np.ndarray, variances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def density_weights(means: np.ndarray, variances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(2*n_features, n_states) weights and (n_states,) constants such that
     ``[x, x**2] @ weights + const`` is the log-density of :func:`gaussian_log_density`."""
     precision = 1.0 / variances
@@ -234,33 +234,25 @@ def fit_on_moments(
     means, variances = np.array(means, dtype=float), np.array(variances, dtype=float)
     n_states = len(startprob)
     history: list[float] = []
-    # Transitions are counted over frames t, t+1 of the same clip: all
-    # consecutive frames of the concatenation, less the pairs that straddle
-    # two clips (last frame of one, first of the next).
-    last_frames, next_firsts = bounds[1:-1] - 1, bounds[1:-1]
     posterior = np.empty((len(moments), n_states))
-    beta_all = np.empty_like(posterior)
+    pair_sums = np.empty((n_states, n_states))
     seq_log_probs = np.empty(len(bounds) - 1)
     for _ in range(n_iter):
-        weights, const = _density_weights(means, np.maximum(variances, np.finfo(float).tiny))
+        weights, const = density_weights(means, np.maximum(variances, np.finfo(float).tiny))
         log_emission = moments @ weights
         log_emission += const
         emission, log_frame_max = scaled_emissions(log_emission, overwrite=True)
         with np.errstate(all="ignore"):
-            failed = forward_backward_all(startprob, transmat, emission, bounds, posterior, beta_all, seq_log_probs)
+            failed = e_step_all(startprob, transmat, emission, bounds, posterior, pair_sums, seq_log_probs)
         if failed >= 0:
             raise UnderflowError(f"the scaled forward pass underflowed on sequence {failed}")
         log_prob = float(seq_log_probs.sum()) + float(log_frame_max.sum())
         if not np.isfinite(log_prob):
             raise UnderflowError("non-finite log-likelihood in the scaled forward pass")
-        # Expected transition counts, all clips at once: with the scaled
-        # forward and backward variables, xi_t(i, j) = alpha_t(i) a_ij e_t+1(j) beta_t+1(j).
-        emission *= beta_all
-        pair_sums = posterior[:-1].T @ emission[1:] - posterior[last_frames].T @ emission[next_firsts]
+        # Expected transition counts: with the scaled forward and backward variables,
+        # xi_t(i, j) = alpha_t(i) a_ij e_t+1(j) beta_t+1(j), summed over the frames of every clip.
         xi_sum = transmat * np.maximum(pair_sums, 0.0)
         del emission, log_emission
-        posterior *= beta_all
-        posterior /= (posterior @ np.ones(n_states))[:, None]
         history.append(log_prob)
 
         # M-step (hmmlearn's, with startprob_prior = transmat_prior = 1).

@@ -488,7 +488,10 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         columns = getattr(self, "feature_columns_", None)
         if columns is not None and len(columns) < frames.shape[1]:
             frames = frames[:, columns]
-        return (frames - self.feature_mean_) / self.feature_scale_
+        # In one float64 array, divided in place: the same numbers as (frames - mean) / scale.
+        standard = np.subtract(frames, self.feature_mean_, dtype=np.float64)
+        standard /= self.feature_scale_
+        return standard
 
     def _likelihoods(
         self, X: Sequence[np.ndarray], frame_increments: bool = False, clip_stats: bool = False

@@ -22,7 +22,14 @@ import numpy as np
 from hmmlearn.hmm import GaussianHMM
 
 from ..utils.files import checked_array
-from .baum_welch import UnderflowError, fit_on_moments, gaussian_log_density, sequence_log_likelihoods
+from .baum_welch import (
+    UnderflowError,
+    density_weights,
+    fit_on_moments,
+    frame_moments,
+    gaussian_log_density,
+    sequence_log_likelihoods,
+)
 from .config import ModelConfig
 
 
@@ -275,13 +282,22 @@ def log_likelihoods(
     """
     totals = np.empty((len(lengths), len(hmms)))
     increments = np.empty((len(frames), len(hmms))) if per_frame else None
+    fitted = [k for k, hmm in enumerate(hmms) if hmm is not None]
+    if fitted:
+        # The log-densities of every state of every HMM in one matrix product with [x, x**2]:
+        # the frames are read once, not twice per HMM.
+        blocks = [density_weights(hmms[k].means_, hmms[k]._covars_) for k in fitted]
+        log_emission_all = frame_moments(frames) @ np.hstack([weights for weights, _ in blocks])
+        log_emission_all += np.concatenate([const for _, const in blocks])
+    column = 0
     for k, hmm in enumerate(hmms):
         if hmm is None:
             totals[:, k] = -np.inf
             if per_frame:
                 increments[:, k] = -np.inf
             continue
-        log_emission = gaussian_log_density(frames, hmm.means_, hmm._covars_)
+        log_emission = log_emission_all[:, column : column + hmm.n_components]
+        column += hmm.n_components
         if per_frame:
             totals[:, k], increments[:, k] = sequence_log_likelihoods(
                 log_emission, lengths, hmm.startprob_, hmm.transmat_, per_frame=True

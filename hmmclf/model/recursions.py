@@ -98,27 +98,63 @@ def forward_all(startprob, transmat, emission, bounds, alpha, scaling, log_probs
 
 
 @numba.njit(cache=True, nogil=True)
-def forward_backward_all(startprob, transmat, emission, bounds, alpha, beta, log_probs):  # pragma: no cover
-    """Scaled forward and backward passes of every sequence, for one E-step.
+def e_step_all(startprob, transmat, emission, bounds, posterior, pair_sums, log_probs):  # pragma: no cover
+    """One Baum-Welch E-step over every sequence, in one pass: state posteriors and transition counts.
 
-    ``alpha`` and ``beta`` (n_frames, n_states) receive the scaled forward
-    and backward variables, ``log_probs`` (n_sequences,) the log-likelihoods.
+    ``emission`` (n_frames, n_states) holds the emission probabilities, each
+    frame's scaled by any positive factor (the posteriors do not depend on it).
+    Per sequence, the scaled forward pass writes ``alpha`` into ``posterior``;
+    the backward pass then runs with two rows of ``beta`` only and, going
+    back, adds ``alpha[t, i] * e[t+1, j] * beta[t+1, j]`` to ``pair_sums[i, j]``
+    (the expected transition count is that times ``A[i, j]``) and overwrites
+    each ``alpha[t]`` with the posterior ``alpha[t] * beta[t] / sum``.
+    ``log_probs`` (n_sequences,) receives the log-likelihoods (of the scaled
+    emissions). The forward and backward variables are those of
+    :func:`forward_all` and hmmlearn's kernels to the bit; the posteriors and
+    counts are the same sums in another order than the matrix products they
+    replace, so they agree to rounding. Holding neither ``beta`` nor
+    ``e * beta`` for all frames halves the E-step's memory traffic.
+
     Returns -1, or the index of the first sequence whose forward pass
     underflowed (the outputs are then incomplete).
     """
     n_states = emission.shape[1]
     scaling = np.empty(emission.shape[0])
+    beta_next = np.empty(n_states)
+    beta_here = np.empty(n_states)
+    weighted = np.empty(n_states)
+    pair_sums[:, :] = 0.0
     for s in range(len(bounds) - 1):
         a, b = bounds[s], bounds[s + 1]
-        if not _forward_one(startprob, transmat, emission, a, b, alpha, scaling):
+        if not _forward_one(startprob, transmat, emission, a, b, posterior, scaling):
             return s
         log_probs[s] = _sequence_log_prob(scaling, a, b)
         for i in range(n_states):
-            beta[b - 1, i] = scaling[b - 1]
+            beta_next[i] = scaling[b - 1]
         for t in range(b - 2, a - 1, -1):
             for i in range(n_states):
                 acc = 0.0
                 for j in range(n_states):
-                    acc += transmat[i, j] * emission[t + 1, j] * beta[t + 1, j]
-                beta[t, i] = acc * scaling[t]
+                    acc += transmat[i, j] * emission[t + 1, j] * beta_next[j]
+                beta_here[i] = acc * scaling[t]
+            for j in range(n_states):
+                weighted[j] = emission[t + 1, j] * beta_next[j]
+            for i in range(n_states):
+                for j in range(n_states):
+                    pair_sums[i, j] += posterior[t, i] * weighted[j]
+            _posterior_row(posterior, beta_next, t + 1)
+            for i in range(n_states):
+                beta_next[i] = beta_here[i]
+        _posterior_row(posterior, beta_next, a)
     return -1
+
+
+@numba.njit(cache=True, nogil=True)
+def _posterior_row(posterior, beta, t):  # pragma: no cover - compiled
+    """``posterior[t] = alpha[t] * beta / sum``, in place of ``alpha[t]``."""
+    total = 0.0
+    for i in range(posterior.shape[1]):
+        posterior[t, i] *= beta[i]
+        total += posterior[t, i]
+    for i in range(posterior.shape[1]):
+        posterior[t, i] /= total
