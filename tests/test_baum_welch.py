@@ -175,8 +175,10 @@ def test_compiled_recursions_equal_hmmlearns_kernels():
     bounds = np.concatenate([[0], np.cumsum(lengths)])
     emission = rng.random((bounds[-1], n_states)) + 1e-3
     posterior, pair_sums = np.empty_like(emission), np.empty((n_states, n_states))
-    log_probs = np.empty(len(lengths))
-    assert e_step_all(startprob, transmat, emission, bounds, posterior, pair_sums, log_probs) == -1
+    occupancy, start_sums, log_probs = np.empty(n_states), np.empty(n_states), np.empty(len(lengths))
+    assert (
+        e_step_all(startprob, transmat, emission, bounds, posterior, pair_sums, occupancy, start_sums, log_probs) == -1
+    )
     scaling, totals, ok = np.empty(len(emission)), np.empty(len(lengths)), np.zeros(len(lengths), dtype=bool)
     alpha = np.empty_like(emission)
     assert forward_all(startprob, transmat, emission, bounds, alpha, scaling, totals, ok) == 0
@@ -192,6 +194,8 @@ def test_compiled_recursions_equal_hmmlearns_kernels():
         np.testing.assert_allclose(posterior[a:b], gamma / gamma.sum(axis=1, keepdims=True), rtol=1e-12)
         expected_pairs += ref_alpha[:-1].T @ (emission[a + 1 : b] * ref_beta[1:])
     np.testing.assert_allclose(pair_sums, expected_pairs, rtol=1e-12)
+    np.testing.assert_allclose(occupancy, posterior.sum(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(start_sums, posterior[bounds[:-1]].sum(axis=0), rtol=1e-12)
 
 
 def test_compiled_forward_names_the_sequence_that_underflows():
@@ -201,7 +205,12 @@ def test_compiled_forward_names_the_sequence_that_underflows():
     emission = np.array([[1.0, 1.0], [1.0, 1.0], [0.0, 1.0], [1.0, 1.0]])  # 2nd sequence: state 0 impossible
     bounds = np.array([0, 2, 4])
     empty = np.empty_like(emission)
-    assert e_step_all(startprob, transmat, emission, bounds, empty, np.empty((2, 2)), np.empty(2)) == 1
+    assert (
+        e_step_all(
+            startprob, transmat, emission, bounds, empty, *(np.empty((2, 2)), np.empty(2), np.empty(2)), np.empty(2)
+        )
+        == 1
+    )
     ok = np.zeros(2, dtype=bool)
     assert forward_all(startprob, transmat, emission, bounds, empty, np.empty(4), np.empty(2), ok) == 1
     assert ok.tolist() == [True, False]

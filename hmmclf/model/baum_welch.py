@@ -229,13 +229,12 @@ def fit_on_moments(
         )
     n_features = moments.shape[1] // 2
     bounds = _bounds(lengths)
-    starts = bounds[:-1]
     startprob, transmat = np.array(startprob, dtype=float), np.array(transmat, dtype=float)
     means, variances = np.array(means, dtype=float), np.array(variances, dtype=float)
     n_states = len(startprob)
     history: list[float] = []
     posterior = np.empty((len(moments), n_states))
-    pair_sums = np.empty((n_states, n_states))
+    pair_sums, occupancy, start_sums = np.empty((n_states, n_states)), np.empty(n_states), np.empty(n_states)
     seq_log_probs = np.empty(len(bounds) - 1)
     for _ in range(n_iter):
         weights, const = density_weights(means, np.maximum(variances, np.finfo(float).tiny))
@@ -243,29 +242,31 @@ def fit_on_moments(
         log_emission += const
         emission, log_frame_max = scaled_emissions(log_emission, overwrite=True)
         with np.errstate(all="ignore"):
-            failed = e_step_all(startprob, transmat, emission, bounds, posterior, pair_sums, seq_log_probs)
+            failed = e_step_all(
+                startprob, transmat, emission, bounds, posterior, pair_sums, occupancy, start_sums, seq_log_probs
+            )
         if failed >= 0:
             raise UnderflowError(f"the scaled forward pass underflowed on sequence {failed}")
         log_prob = float(seq_log_probs.sum()) + float(log_frame_max.sum())
         if not np.isfinite(log_prob):
             raise UnderflowError("non-finite log-likelihood in the scaled forward pass")
-        # Expected transition counts: with the scaled forward and backward variables,
-        # xi_t(i, j) = alpha_t(i) a_ij e_t+1(j) beta_t+1(j), summed over the frames of every clip.
-        xi_sum = transmat * np.maximum(pair_sums, 0.0)
         del emission, log_emission
         history.append(log_prob)
 
-        # M-step (hmmlearn's, with startprob_prior = transmat_prior = 1).
-        start = np.where(startprob == 0, 0.0, np.maximum(posterior[starts].sum(axis=0), 0.0))
+        # M-step (hmmlearn's, with startprob_prior = transmat_prior = 1). With the scaled forward and
+        # backward variables, the expected transition count is xi_t(i, j) = alpha_t(i) a_ij e_t+1(j)
+        # beta_t+1(j), summed over the frames of every clip: a_ij times pair_sums[i, j].
+        xi_sum = transmat * np.maximum(pair_sums, 0.0)
+        start = np.where(startprob == 0, 0.0, np.maximum(start_sums, 0.0))
         startprob = start / start.sum()
         trans = np.where(transmat == 0, 0.0, np.maximum(xi_sum, 0.0))
         row_sums = trans.sum(axis=1, keepdims=True)
         transmat = np.divide(trans, row_sums, out=np.zeros_like(trans), where=row_sums > 0)
-        occupancy = posterior.sum(axis=0)[:, None]
         sums = posterior.T @ moments
         obs, obs_sq = sums[:, :n_features], sums[:, n_features:]
-        means = obs / occupancy
-        variances = (covars_prior + obs_sq - 2 * means * obs + means**2 * occupancy) / np.maximum(occupancy, 1e-5)
+        state_frames = occupancy[:, None]
+        means = obs / state_frames
+        variances = (covars_prior + obs_sq - 2 * means * obs + means**2 * state_frames) / np.maximum(state_frames, 1e-5)
         if len(history) >= 2 and history[-1] - history[-2] < tol:
             break
     return EMResult(startprob, transmat, means, variances, history)

@@ -98,32 +98,41 @@ def forward_all(startprob, transmat, emission, bounds, alpha, scaling, log_probs
 
 
 @numba.njit(cache=True, nogil=True)
-def e_step_all(startprob, transmat, emission, bounds, posterior, pair_sums, log_probs):  # pragma: no cover
-    """One Baum-Welch E-step over every sequence, in one pass: state posteriors and transition counts.
+def e_step_all(
+    startprob, transmat, emission, bounds, posterior, pair_sums, occupancy, start_sums, log_probs
+):  # pragma: no cover - compiled
+    """One Baum-Welch E-step over every sequence, in one pass: state posteriors and expected counts.
 
     ``emission`` (n_frames, n_states) holds the emission probabilities, each
-    frame's scaled by any positive factor (the posteriors do not depend on it).
-    Per sequence, the scaled forward pass writes ``alpha`` into ``posterior``;
-    the backward pass then runs with two rows of ``beta`` only and, going
-    back, adds ``alpha[t, i] * e[t+1, j] * beta[t+1, j]`` to ``pair_sums[i, j]``
+    frame's scaled by any positive factor (the posteriors do not depend on it;
+    :func:`hmmclf.model.baum_welch.scaled_emissions` divides each by the
+    frame's largest, which keeps the recursions from underflowing). Per
+    sequence, the scaled forward pass writes ``alpha`` into ``posterior``; the
+    backward pass then runs with two rows of ``beta`` only and, going back,
+    adds ``alpha[t, i] * e[t+1, j] * beta[t+1, j]`` to ``pair_sums[i, j]``
     (the expected transition count is that times ``A[i, j]``) and overwrites
-    each ``alpha[t]`` with the posterior ``alpha[t] * beta[t] / sum``.
-    ``log_probs`` (n_sequences,) receives the log-likelihoods (of the scaled
-    emissions). The forward and backward variables are those of
+    each ``alpha[t]`` with the posterior ``alpha[t] * beta[t] / sum``, added
+    to ``occupancy`` (and, for a sequence's first frame, to ``start_sums``).
+    ``log_probs`` (n_sequences,) receives the log-likelihoods of the scaled
+    emissions.
+
+    The forward and backward variables and the log-likelihoods are those of
     :func:`forward_all` and hmmlearn's kernels to the bit; the posteriors and
-    counts are the same sums in another order than the matrix products they
-    replace, so they agree to rounding. Holding neither ``beta`` nor
+    counts are the sums of the matrix products and reductions they replace, in
+    another order, so they agree to rounding. Holding neither ``beta`` nor
     ``e * beta`` for all frames halves the E-step's memory traffic.
 
     Returns -1, or the index of the first sequence whose forward pass
     underflowed (the outputs are then incomplete).
     """
-    n_states = emission.shape[1]
-    scaling = np.empty(emission.shape[0])
+    n_frames, n_states = emission.shape
+    scaling = np.empty(n_frames)
     beta_next = np.empty(n_states)
     beta_here = np.empty(n_states)
     weighted = np.empty(n_states)
     pair_sums[:, :] = 0.0
+    occupancy[:] = 0.0
+    start_sums[:] = 0.0
     for s in range(len(bounds) - 1):
         a, b = bounds[s], bounds[s + 1]
         if not _forward_one(startprob, transmat, emission, a, b, posterior, scaling):
@@ -142,19 +151,22 @@ def e_step_all(startprob, transmat, emission, bounds, posterior, pair_sums, log_
             for i in range(n_states):
                 for j in range(n_states):
                     pair_sums[i, j] += posterior[t, i] * weighted[j]
-            _posterior_row(posterior, beta_next, t + 1)
+            _posterior_row(posterior, beta_next, t + 1, occupancy)
             for i in range(n_states):
                 beta_next[i] = beta_here[i]
-        _posterior_row(posterior, beta_next, a)
+        _posterior_row(posterior, beta_next, a, occupancy)
+        for i in range(n_states):
+            start_sums[i] += posterior[a, i]
     return -1
 
 
 @numba.njit(cache=True, nogil=True)
-def _posterior_row(posterior, beta, t):  # pragma: no cover - compiled
-    """``posterior[t] = alpha[t] * beta / sum``, in place of ``alpha[t]``."""
+def _posterior_row(posterior, beta, t, occupancy):  # pragma: no cover - compiled
+    """``posterior[t] = alpha[t] * beta / sum``, in place of ``alpha[t]``, added to ``occupancy``."""
     total = 0.0
     for i in range(posterior.shape[1]):
         posterior[t, i] *= beta[i]
         total += posterior[t, i]
     for i in range(posterior.shape[1]):
         posterior[t, i] /= total
+        occupancy[i] += posterior[t, i]
