@@ -131,7 +131,9 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         all frames costs more than the EM itself and gains nothing.
     kmeans_restarts : int
         k-means runs (from different k-means++ seeds) per initialisation; the
-        one with the lowest inertia is kept.
+        one with the lowest inertia is kept. One by default (scikit-learn's
+        own default for k-means++): three gave the same Score within the seed
+        spread on both shared databases, at a fifth more time per fit.
     standardize : bool
         Scale every feature to zero mean and unit variance with statistics of
         the training frames.
@@ -226,7 +228,7 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         tol: float = 1e-3,
         min_covar: float = 1e-3,
         init_frames: int = 5000,
-        kmeans_restarts: int = 3,
+        kmeans_restarts: int = 1,
         standardize: bool = True,
         class_prior: str = "empirical",
         class_offsets: tuple[float, ...] | None = None,

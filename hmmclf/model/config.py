@@ -100,7 +100,7 @@ class ModelConfig:
     tol: float = 1e-3
     min_covar: float = 1e-3
     init_frames: int = 5000
-    kmeans_restarts: int = 3
+    kmeans_restarts: int = 1
     standardize: bool = True
     class_prior: str = "empirical"
     class_offsets: tuple[float, ...] | None = None

@@ -204,7 +204,7 @@ def _fit_log_space(
 
 
 def _kmeans_start(
-    frames: np.ndarray, n_states: int, init_frames: int, min_covar: float, rng: np.random.Generator, restarts: int = 3
+    frames: np.ndarray, n_states: int, init_frames: int, min_covar: float, rng: np.random.Generator, restarts: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
     """Means and variances of k-means clusters of a frame subsample."""
     from sklearn.cluster import KMeans
