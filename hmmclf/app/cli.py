@@ -298,7 +298,7 @@ def extract(
     OUT/skipped.csv. Re-running recomputes only new or changed clips. With
     --config, the cache goes where 'cv --config' and 'train --config' look.
     """
-    from ..utils.parallel import WORKER_MODULES, compute_backend
+    from ..utils.parallel import WORKER_MODULES, compute_backend, release_workers
 
     with compute_backend(scheduler, n_jobs=jobs, preload=WORKER_MODULES["extract"]) as backend:
         # Imported while the worker processes start.
@@ -316,6 +316,8 @@ def extract(
             n_jobs=jobs,
             progress=Progress(),
         )
+        # The workers are done: the command exits without waiting for them to wind down.
+        release_workers()
     for note in result.notes:
         _log(f"note: {note}")
     click.echo(extract_summary(result))
