@@ -4,15 +4,23 @@
 For each corpus (a folder holding ``train/`` and ``train.csv``) this runs, from an empty cache,
 ``hmmclf extract`` then ``hmmclf cv --folds 5`` on the first 25, 50 and 100 % of its patients
 (sorted patient IDs), or of its clips (a seeded shuffle) when the labels have no patient column,
-and records wall time, audio seconds and the peak memory of the process tree. It prints a table,
-writes the numbers as JSON and draws them (seconds against clips, one line per corpus and command).
+each clip read once just before (a warm file cache, as in ``benchmark.py``), and records wall
+time, audio seconds and the peak memory of the process tree. It prints a table, writes the numbers
+as JSON and draws them (seconds against clips, one line per corpus and command).
+
+With ``--dask-workers N`` the same commands run their parallel work on a Dask ``LocalCluster``
+of N single-threaded worker processes, started once by this script and passed to every command
+as ``--scheduler``. The cluster's workers are not children of the command, so the memory column
+then counts the command's own process only.
 
 usage: python scripts/scaling.py NAME=DIR [NAME=DIR ...] --out scaling.png [--json scaling.json]
+       [--dask-workers N]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
@@ -20,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark import hmmclf, run  # noqa: E402 - the benchmark's timed runner, shared
+from benchmark import hmmclf, run, warm_file_cache  # noqa: E402 - the benchmark's timed runner, shared
 
 FRACTIONS = (0.25, 0.5, 1.0)
 
@@ -41,14 +49,17 @@ def subset(work: Path, corpus: Path, fraction: float) -> None:
     table.to_csv(work / "train.csv", index=False)
 
 
-def measure(corpus: Path, fraction: float, root: Path) -> dict:
+def measure(corpus: Path, fraction: float, root: Path, scheduler: str | None = None) -> dict:
     import pandas as pd
 
     work = root / f"{corpus.name}-{fraction}"
     subset(work, corpus, fraction)
-    extract_s, extract_mib, _ = run(hmmclf("extract"), work)
+    where = ["--scheduler", scheduler] if scheduler else []
+    # Every clip read once, untimed, just before: the OS may have dropped them from its cache since.
+    warm_file_cache(work / "train", work / "train.csv")
+    extract_s, extract_mib, _ = run(hmmclf("extract", *where), work)
     index = pd.read_csv(work / "features" / "index.csv")
-    cv_s, cv_mib, _ = run(hmmclf("cv", "--folds", "5", "--out", "report"), work)
+    cv_s, cv_mib, _ = run(hmmclf("cv", "--folds", "5", "--out", "report", *where), work)
     return {
         "fraction": fraction,
         "clips": len(index),
@@ -87,20 +98,33 @@ def main() -> int:
     parser.add_argument("corpora", nargs="+", help="NAME=DIR, DIR holding train/ and train.csv")
     parser.add_argument("--out", type=Path, required=True, help="the figure (PNG)")
     parser.add_argument("--json", type=Path, help="the numbers")
+    parser.add_argument(
+        "--dask-workers", type=int, default=0, help="run on a local Dask cluster of this many worker processes"
+    )
     args = parser.parse_args()
     results: dict[str, list[dict]] = {}
     root = Path(tempfile.mkdtemp(prefix="hmmclf-scaling-"))
-    try:
-        for item in args.corpora:
-            name, _, directory = item.partition("=")
-            corpus = Path(directory)
-            results[name] = []
-            for fraction in FRACTIONS:
-                row = measure(corpus, fraction, root)
-                results[name].append(row)
-                print(f"scaling: {name} {fraction:.0%}: {row}", file=sys.stderr)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    with contextlib.ExitStack() as stack:
+        scheduler = None
+        if args.dask_workers > 0:
+            from distributed import LocalCluster
+
+            cluster = stack.enter_context(
+                LocalCluster(n_workers=args.dask_workers, threads_per_worker=1, processes=True, dashboard_address=None)
+            )
+            scheduler = cluster.scheduler_address
+            print(f"scaling: local Dask cluster at {scheduler}, {args.dask_workers} workers", file=sys.stderr)
+        try:
+            for item in args.corpora:
+                name, _, directory = item.partition("=")
+                corpus = Path(directory)
+                results[name] = []
+                for fraction in FRACTIONS:
+                    row = measure(corpus, fraction, root, scheduler)
+                    results[name].append(row)
+                    print(f"scaling: {name} {fraction:.0%}: {row}", file=sys.stderr)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
     print("| corpus | clips | audio s | extract s | cv s | peak MiB |\n|---|---|---|---|---|---|")
     for name, rows in results.items():
         for r in rows:
