@@ -243,8 +243,9 @@ def describe_leakage(leakage: dict[str, Any]) -> str:
             f"folds scored {probe_low:.1f} to {probe_high:.1f} points above its Score under patient folds, "
             "and the Score with such groups "
             f"{'and this dead zone ' if zoned else ''}lay {low:+.1f} to {high:+.1f} points from the "
-            f"patient-grouped Score: read this Score as up to {high:.0f} points optimistic, and give a patient "
-            "column when you have one."
+            f"patient-grouped Score: read this Score as up to {high:.0f} points optimistic"
+            + (f" or {-low:.0f} pessimistic" if low <= -0.5 else "")
+            + ", and give a patient column when you have one."
         )
     if leakage.get("warning"):
         lines.append(leakage["warning"])
