@@ -50,6 +50,7 @@ def butterworth_highpass_sos(order: int, cutoff_hz: float, sample_rate: int) -> 
         # Zeros at z = 1 (s = 0), twice per section; the conjugate pole pair.
         sos[row] = [1.0, -2.0, 1.0, 1.0, -2.0 * pole.real, abs(pole) ** 2]
     sos[0, :3] *= gain
+    sos.flags.writeable = False  # shared by every caller through the cache
     return sos
 
 

@@ -261,6 +261,7 @@ def dct_matrix(n_bands: int, n_coefficients: int) -> np.ndarray:
     n = np.arange(n_bands)[None, :]
     matrix = np.cos(np.pi * k * (2 * n + 1) / (2 * n_bands)) * np.sqrt(2.0 / n_bands)
     matrix[0] /= np.sqrt(2.0)
+    matrix.flags.writeable = False  # shared by every caller through the cache
     return matrix
 
 
