@@ -205,12 +205,9 @@ def test_compiled_forward_names_the_sequence_that_underflows():
     emission = np.array([[1.0, 1.0], [1.0, 1.0], [0.0, 1.0], [1.0, 1.0]])  # 2nd sequence: state 0 impossible
     bounds = np.array([0, 2, 4])
     empty = np.empty_like(emission)
-    assert (
-        e_step_all(
-            startprob, transmat, emission, bounds, empty, *(np.empty((2, 2)), np.empty(2), np.empty(2)), np.empty(2)
-        )
-        == 1
-    )
+    pair_sums, occupancy, start_sums, log_probs = np.empty((2, 2)), np.empty(2), np.empty(2), np.empty(2)
+    failed = e_step_all(startprob, transmat, emission, bounds, empty, pair_sums, occupancy, start_sums, log_probs)
+    assert failed == 1
     ok = np.zeros(2, dtype=bool)
     assert forward_all(startprob, transmat, emission, bounds, empty, np.empty(4), np.empty(2), ok) == 1
     assert ok.tolist() == [True, False]
