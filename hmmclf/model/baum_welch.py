@@ -49,16 +49,15 @@ def gaussian_log_density(frames: np.ndarray, means: np.ndarray, variances: np.nd
     -------
     (n_frames, n_states) array
     """
-    precision = 1.0 / variances
-    const = -0.5 * (
-        means.shape[1] * np.log(2 * np.pi) + np.log(variances).sum(axis=1) + (means**2 * precision).sum(axis=1)
-    )
-    return const - 0.5 * (frames**2) @ precision.T + frames @ (means * precision).T
+    weights, const = density_weights(means, variances)
+    n_features = frames.shape[1]
+    return const + frames @ weights[:n_features] + (frames**2) @ weights[n_features:]
 
 
 def density_weights(means: np.ndarray, variances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(2*n_features, n_states) weights and (n_states,) constants such that
-    ``[x, x**2] @ weights + const`` is the log-density of :func:`gaussian_log_density`."""
+    ``[x, x**2] @ weights + const`` is each frame's log-density under each diagonal Gaussian state:
+    the one definition of the density, for Baum-Welch, scoring and :func:`gaussian_log_density`."""
     precision = 1.0 / variances
     const = -0.5 * (
         means.shape[1] * np.log(2 * np.pi) + np.log(variances).sum(axis=1) + (means**2 * precision).sum(axis=1)
