@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..data.features import clip_statistics
+from ..model.decision.boosted import fit_balanced_gbm
 from ..task.classes import CLASSES
 
 
@@ -20,33 +21,15 @@ def baseline_predictions(
 
     ``always_normal``; ``prior_random`` (states drawn with the training
     frequencies); ``gbm_clip_stats`` (histogram gradient boosting on per-clip
-    feature means and standard deviations, classes balanced by resampling each
-    state to the size of the largest with a seeded draw; up to 60 rounds of
-    15-leaf trees at learning rate 0.25 on 64 histogram bins, early stopping
-    on a 10 % validation split of the training part). Resampling rather than
-    ``class_weight``: scikit-learn's weighted path made this baseline cost
-    more than the HMMs themselves; and scikit-learn's defaults (200 rounds at
-    rate 0.1, 255 bins) cost several times as long for no better Score.
+    feature means and standard deviations, every state resampled to the size
+    of the largest with a seeded draw; up to 60 rounds of 15-leaf trees at
+    learning rate 0.25 on 64 histogram bins, early stopping on a 10 %
+    validation split of the training part: the trees of the ``boosted``
+    decision rule, :func:`~hmmclf.model.decision.boosted.fit_balanced_gbm`).
     """
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
     rng = np.random.default_rng(seed)
     freqs = np.array([np.mean(train_y == s) for s in CLASSES])
-    largest = max(int(np.sum(train_y == s)) for s in CLASSES)
-    balanced = np.concatenate(
-        [rng.choice(np.flatnonzero(train_y == s), largest, replace=True) for s in CLASSES if np.any(train_y == s)]
-    )
-    # A validation split for early stopping needs a few clips of every state.
-    gbm = HistGradientBoostingClassifier(
-        random_state=seed,
-        max_iter=60,
-        learning_rate=0.25,
-        max_leaf_nodes=15,
-        max_bins=64,
-        early_stopping=len(balanced) >= 400,
-    )
-    stats = clip_statistics(train_seqs)
-    gbm.fit(stats[balanced], train_y[balanced])
+    gbm = fit_balanced_gbm(clip_statistics(train_seqs), train_y, CLASSES, rng, seed)
     return {
         "always_normal": np.full(len(test_seqs), "normal"),
         "prior_random": rng.choice(np.array(CLASSES), size=len(test_seqs), p=freqs),
