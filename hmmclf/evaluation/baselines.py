@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data.features import clip_statistics
 from ..model.decision.boosted import fit_balanced_gbm
 from ..task.classes import CLASSES
 
 
 def baseline_predictions(
-    train_seqs: list[np.ndarray], train_y: np.ndarray, test_seqs: list[np.ndarray], seed: int
+    train_statistics: np.ndarray, train_y: np.ndarray, test_statistics: np.ndarray, seed: int
 ) -> dict[str, np.ndarray]:
-    """Predictions of the reference baselines for one fold.
+    """Predictions of the reference baselines for one fold, from the clips'
+    :func:`~hmmclf.data.features.clip_statistics` (training and test rows).
 
     ``always_normal``; ``prior_random`` (states drawn with the training
     frequencies); ``gbm_clip_stats`` (histogram gradient boosting on per-clip
@@ -29,9 +29,9 @@ def baseline_predictions(
     """
     rng = np.random.default_rng(seed)
     freqs = np.array([np.mean(train_y == s) for s in CLASSES])
-    gbm = fit_balanced_gbm(clip_statistics(train_seqs), train_y, CLASSES, rng, seed)
+    gbm = fit_balanced_gbm(train_statistics, train_y, CLASSES, rng, seed)
     return {
-        "always_normal": np.full(len(test_seqs), "normal"),
-        "prior_random": rng.choice(np.array(CLASSES), size=len(test_seqs), p=freqs),
-        "gbm_clip_stats": np.asarray(gbm.predict(clip_statistics(test_seqs)), dtype=str),
+        "always_normal": np.full(len(test_statistics), "normal"),
+        "prior_random": rng.choice(np.array(CLASSES), size=len(test_statistics), p=freqs),
+        "gbm_clip_stats": np.asarray(gbm.predict(test_statistics), dtype=str),
     }

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.feature_store import FeatureSet
+from ..data.features import clip_statistics
 from ..data.grouping import Grouping
 from ..task.classes import CLASSES
 from ..task.metrics import icbhi_metrics
@@ -36,6 +37,10 @@ class FoldTask:
     test_classes: np.ndarray | None = None
     errors: int = 0  # mistakes per confusion cell whose per-frame evidence the report shows (0: none)
     audit: dict[str, Any] | None = None  # leakage_audit's arguments, for the "audit" task
+    # The baselines read per-clip feature statistics only: computed once per run, not per fold, and
+    # sent to a worker instead of the frames.
+    train_statistics: np.ndarray | None = None
+    test_statistics: np.ndarray | None = None
 
 
 def run_fold_task(task: FoldTask) -> dict[str, Any]:
@@ -53,9 +58,8 @@ def _run_fold_task(task: FoldTask) -> dict[str, Any]:
     if task.kind == "audit":
         return {"audit": leakage_audit(**task.audit)}
     if task.kind == "baselines":
-        return {
-            "baselines": baseline_predictions(task.train_sequences, task.train_classes, task.test_sequences, task.seed)
-        }
+        predictions = baseline_predictions(task.train_statistics, task.train_classes, task.test_statistics, task.seed)
+        return {"baselines": predictions}
     from sklearn.base import clone
 
     started = time.perf_counter()
@@ -213,15 +217,26 @@ def cross_validate(
             f"dead zone: each training part leaves out the clips within the channel radius of its test part "
             f"({100 * zone['dropped']:.0f} % of training clips on average)"
         )
+    # What the baselines and the audit's "model" view read, once for every fold.
+    statistics = clip_statistics(features.sequences) if baselines or leakage else None
     # The audit runs beside the folds' models and baselines, on a core the last of them leave idle.
     audit_arguments = {
         "features": features,
         "folds": folds,
         "seed": seed,
         "grouped_folds": grouped_folds if zone else None,
+        "model_statistics": statistics,
     }
     models, fold_baselines, audit = _run_folds(
-        features, estimator, folds, seed, n_jobs, progress, baselines, errors, audit_arguments if leakage else None
+        features,
+        estimator,
+        folds,
+        seed,
+        n_jobs,
+        progress,
+        statistics if baselines else None,
+        errors,
+        audit_arguments if leakage else None,
     )
     fold_results = [
         _fold_result(k, features, train, test, model, base)
@@ -326,12 +341,12 @@ def _run_folds(
     seed: int,
     n_jobs: int | None,
     progress: Callable[[str, int, int], None] | None,
-    baselines: bool,
+    statistics: np.ndarray | None,
     errors: int = 0,
     audit: dict[str, Any] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, np.ndarray]], dict[str, Any] | None]:
-    """Every fold's model output and baseline predictions, and the leakage audit (given its
-    arguments), computed in parallel."""
+    """Every fold's model output and (given every clip's :func:`clip_statistics`) baseline
+    predictions, and the leakage audit (given its arguments), computed in parallel."""
     from ..utils.parallel import parallel_map, resolve_jobs
 
     parallel = resolve_jobs(n_jobs) > 1
@@ -340,7 +355,7 @@ def _run_folds(
     # tasks fill the cores that the last models leave idle.
     tasks = [
         FoldTask(
-            kind,
+            "model",
             estimator,
             [features.sequences[i] for i in train],
             features.classes[train],
@@ -348,12 +363,27 @@ def _run_folds(
             [features.sequences[i] for i in test],
             seed * 1000 + k,
             parallel,
-            features.classes[test] if kind == "model" else None,
-            errors if kind == "model" else 0,
+            features.classes[test],
+            errors,
         )
-        for kind in ["model"] + (["baselines"] if baselines else [])
         for k, (train, test) in enumerate(folds)
     ]
+    if statistics is not None:
+        tasks += [
+            FoldTask(
+                "baselines",
+                None,
+                [],
+                features.classes[train],
+                None,
+                [],
+                seed * 1000 + k,
+                parallel,
+                train_statistics=statistics[train],
+                test_statistics=statistics[test],
+            )
+            for k, (train, test) in enumerate(folds)
+        ]
     if audit is not None:
         tasks.append(FoldTask("audit", None, [], np.empty(0), None, [], seed, parallel, audit=audit))
     finished = 0
@@ -368,8 +398,8 @@ def _run_folds(
         progress("cv tasks", 0, len(tasks))
     outputs = parallel_map(run_fold_task, tasks, n_jobs=min(len(tasks), resolve_jobs(n_jobs)), on_result=on_task)
     models = outputs[: len(folds)]
-    n_fold_tasks = len(folds) * (2 if baselines else 1)
-    fold_baselines = [out["baselines"] for out in outputs[len(folds) : n_fold_tasks]] if baselines else []
+    n_fold_tasks = len(folds) * (2 if statistics is not None else 1)
+    fold_baselines = [out["baselines"] for out in outputs[len(folds) : n_fold_tasks]]
     return models, fold_baselines or [{} for _ in folds], outputs[-1]["audit"] if audit is not None else None
 
 

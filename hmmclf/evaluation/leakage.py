@@ -68,8 +68,9 @@ def nearest_neighbour_score(
     return float(icbhi_metrics(classes, predicted.astype(str))["score"])
 
 
-def probe_views(features: FeatureSet) -> dict[str, np.ndarray]:
-    """The per-clip statistics each probe reads (those the cache holds)."""
+def probe_views(features: FeatureSet, model_statistics: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The per-clip statistics each probe reads (those the cache holds); ``model_statistics``: the
+    :func:`clip_statistics` of ``features.sequences`` when the caller has them."""
     views = {}
     if features.channel is not None:
         views["mfcc"] = features.channel[:, VIEWS["mfcc"]]
@@ -77,7 +78,7 @@ def probe_views(features: FeatureSet) -> dict[str, np.ndarray]:
         views["signature"] = features.signatures
     if features.channel is not None:
         views["ltas"] = features.channel[:, VIEWS["ltas"]]
-    views["model"] = clip_statistics(features.sequences)
+    views["model"] = clip_statistics(features.sequences) if model_statistics is None else model_statistics
     return {name: np.asarray(view, dtype=np.float64) for name, view in views.items()}
 
 
@@ -86,6 +87,7 @@ def leakage_audit(
     folds: list[tuple[np.ndarray, np.ndarray]],
     seed: int,
     grouped_folds: list[tuple[np.ndarray, np.ndarray]] | None = None,
+    model_statistics: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """How much the folds used let a memorising model gain, against plain stratified folds.
 
@@ -98,6 +100,8 @@ def leakage_audit(
     highest under ``folds`` (the memoriser that recognises recordings best)
     gives the verdict (:data:`CHANNEL_VIEWS`). With a dead
     zone, ``grouped_folds`` are the folds before it, also scored.
+    ``model_statistics``: the model view's statistics, when the caller has
+    computed them already (:func:`probe_views`).
 
     Returns
     -------
@@ -112,7 +116,7 @@ def leakage_audit(
     # With inferred groups and no dead zone in the folds used, the audit measures what one would take away.
     zone = dead_zone(features, folds, seed) if grouped_folds is None and features.grouping.kind == "inferred" else None
     views = {}
-    for name, statistics in probe_views(features).items():
+    for name, statistics in probe_views(features, model_statistics).items():
         used = 100 * nearest_neighbour_score(statistics, features.classes, folds)
         plain = 100 * nearest_neighbour_score(statistics, features.classes, plain_folds)
         views[name] = {
