@@ -94,6 +94,9 @@ def decision_thresholds(model: Any, n_frames: int | None = None) -> dict[str, An
     return {"rule": label, "thresholds": thresholds, "note": note}
 
 
+DETECTORS = ("crackle", "wheeze")
+
+
 def detector_curves(increments: np.ndarray, peak_frames: int) -> dict[str, Any]:
     """Crackle and wheeze detector evidence averaged over every window of ``peak_frames`` frames.
 
@@ -101,16 +104,13 @@ def detector_curves(increments: np.ndarray, peak_frames: int) -> dict[str, Any]:
     shorter than the window gives one value, its mean). ``window`` is the width used; the value at
     index i averages frames i .. i + window - 1.
     """
-    from ..model.decision.detectors import detector_evidence
+    from ..model.decision.detectors import detector_evidence, moving_average
 
     evidence = detector_evidence(increments)
-    width = max(1, min(int(peak_frames), len(evidence)))
-    kernel = np.ones(width) / width
-    curves: dict[str, Any] = {
-        name: np.round(np.convolve(evidence[:, j], kernel, mode="valid"), 5).tolist()
-        for j, name in enumerate(("crackle", "wheeze"))
-    }
-    curves["window"] = width
+    # The rule's own moving average, so that the curve's maximum is the number it compares.
+    averaged = moving_average(evidence, peak_frames)
+    curves: dict[str, Any] = {name: np.round(averaged[:, j], 5).tolist() for j, name in enumerate(DETECTORS)}
+    curves["window"] = len(evidence) - len(averaged) + 1
     return curves
 
 

@@ -145,19 +145,25 @@ def compose_detectors(evidence: np.ndarray, thresholds: np.ndarray) -> np.ndarra
     )
 
 
-def moving_average_max(values: np.ndarray, width: int) -> np.ndarray:
-    """Column-wise maximum of the ``width``-frame moving average of (n, d) ``values``.
+def moving_average(values: np.ndarray, width: int) -> np.ndarray:
+    """The ``width``-frame moving average of (n, d) ``values``, shape (n - width + 1, d): row i averages
+    rows i .. i + width - 1.
 
-    A clip shorter than ``width`` gets its plain mean. A column holding -inf
-    (a detector whose classes have no HMM) stays -inf in the windows that
-    contain it, never NaN.
+    A clip shorter than ``width`` gets one row, its plain mean. A column
+    holding -inf (a detector whose classes have no HMM) stays -inf in the
+    windows that contain it, never NaN.
     """
     width = max(1, min(int(width), len(values)))
     if np.isfinite(values).all():
         cumulative = np.concatenate([np.zeros((1, values.shape[1])), np.cumsum(values, axis=0)])
-        return ((cumulative[width:] - cumulative[:-width]) / width).max(axis=0)
+        return (cumulative[width:] - cumulative[:-width]) / width
     windows = np.lib.stride_tricks.sliding_window_view(values, width, axis=0)
-    return windows.mean(axis=-1).max(axis=0)
+    return windows.mean(axis=-1)
+
+
+def moving_average_max(values: np.ndarray, width: int) -> np.ndarray:
+    """Column-wise maximum of :func:`moving_average`: a detector's evidence for the clip."""
+    return moving_average(values, width).max(axis=0)
 
 
 def peak_evidence(clips: ClipLikelihoods, peak_frames: int) -> np.ndarray:
