@@ -93,12 +93,13 @@ def _scores(report: dict[str, Any]) -> str:
     if report.get("leakage"):
         lines = describe_leakage(report["leakage"]).splitlines()
         leakage = "<h2>Leakage audit</h2>" + "".join(f"<p>{html.escape(line)}</p>" for line in lines)
+    sprsound = describe_sprsound_score(report)
     return (
         "<h2>Scores (percent; ICBHI 2017, pooled out-of-fold)</h2>"
         + html_table(SCORE_HEADER, score_rows(report))
         + "<p>Se: exact-class hits over all abnormal clips; Sp: recall of normal; Score = (Se+Sp)/2.\n"
         + "Always answering normal scores 50.</p>"
-        + (f"<p>{html.escape(describe_sprsound_score(report))}.</p>" if describe_sprsound_score(report) else "")
+        + (f"<p>{html.escape(sprsound)}.</p>" if sprsound else "")
         + interval
         + leakage
     )

@@ -30,8 +30,9 @@ def format_markdown(report: dict[str, Any]) -> str:
     out += ["| " + " | ".join(words.SCORE_HEADER) + " |", "|---" * len(words.SCORE_HEADER) + "|"]
     out += ["| " + " | ".join(row) + " |" for row in words.score_rows(report, model_name="**hmmclf**")]
     out += ["", "Se: exact-class hits over all abnormal clips; Sp: recall of normal; Score = (Se+Sp)/2.", ""]
-    if words.describe_sprsound_score(report):
-        out += [words.describe_sprsound_score(report) + ".", ""]
+    sprsound = words.describe_sprsound_score(report)
+    if sprsound:
+        out += [sprsound + ".", ""]
     if report.get("repeats"):
         out += [
             "Repeated CV (the tables below detail the first seed):",

@@ -78,8 +78,9 @@ def format_summary(report: dict[str, Any]) -> str:
     for name, score, se, sp, *recalls in score_rows(report):
         lines.append(f"{name:24s} {score:>6s} {se:>6s} {sp:>6s}   " + " ".join(f"{r:>7s}" for r in recalls))
     lines.append("(percent; the last four columns are per-class recall)")
-    if describe_sprsound_score(report):
-        lines.append(describe_sprsound_score(report))
+    sprsound = describe_sprsound_score(report)
+    if sprsound:
+        lines.append(sprsound)
     if "fold_mean_std" in report:
         lines.append("over folds: " + ", ".join(f"{n} {v}" for n, v in mean_std(report["fold_mean_std"])))
     if report.get("repeat_mean_std"):
