@@ -5,8 +5,9 @@ For each corpus (a folder holding ``train/`` and ``train.csv``) this runs, from 
 ``hmmclf extract`` then ``hmmclf cv --folds 5`` on the first 25, 50 and 100 % of its patients
 (sorted patient IDs), or of its clips (a seeded shuffle) when the labels have no patient column,
 each clip read once just before (a warm file cache, as in ``benchmark.py``), and records wall
-time, audio seconds and the peak memory of the process tree. It prints a table, writes the numbers
-as JSON and draws them (seconds against clips, one line per corpus and command).
+time, audio seconds and the peak memory of the process tree, after one untimed warm-up run of the
+first cell. It prints a table, writes the numbers as JSON and draws them (seconds against clips,
+one line per corpus and command).
 
 With ``--dask-workers N`` the same commands run their parallel work on a Dask ``LocalCluster``
 of N single-threaded worker processes, started once by this script and passed to every command
@@ -115,6 +116,13 @@ def main() -> int:
             scheduler = cluster.scheduler_address
             print(f"scaling: local Dask cluster at {scheduler}, {args.dask_workers} workers", file=sys.stderr)
         try:
+            # One untimed run first: the interpreter, its libraries and the compiled kernels come from
+            # disk the first time, and the first timed cell would otherwise pay for it (it took 2-3x as long).
+            first = Path(args.corpora[0].partition("=")[2])
+            print(
+                f"scaling: warm-up run, untimed: {measure(first, FRACTIONS[0], root / 'warm-up', scheduler)}",
+                file=sys.stderr,
+            )
             for item in args.corpora:
                 name, _, directory = item.partition("=")
                 corpus = Path(directory)

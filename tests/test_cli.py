@@ -287,6 +287,15 @@ def test_fit_report_explains_not_converged_only_when_a_class_did_not_converge():
     assert lines[-1].strip().startswith("NOT converged means EM stopped at its limit of n_iter = 10 iterations")
     assert "10 by default" in lines[-1] and "held-out" in lines[-1] and "already reflects it" in lines[-1]
     assert "NOT converged means" not in format_fit_report(fit_report([True] * len(CLASSES)))
+    assert "fit_frames" not in format_fit_report(fit_report([True] * len(CLASSES)))
+
+
+def test_fit_report_says_when_a_class_was_fitted_on_a_draw_of_its_clips():
+    report = {name: {"clips": 4, "frames": 100, "n_states": 5, "iterations": 6, "converged": True} for name in CLASSES}
+    report["normal"].update(clips=1500, clips_available=4128, frames=60000)
+    lines = format_fit_report(report).splitlines()
+    assert "normal    1500 of 4128 clips" in lines[0] and " of " not in lines[1]
+    assert "fit_frames" in lines[-1] and "prior still counts all" in lines[-1]
 
 
 def test_help_texts_say_what_the_commands_write_and_run(runner, tmp_path):

@@ -618,3 +618,51 @@ def test_compiled_offset_score_equals_the_numpy_score_ties_and_absent_classes_in
         ours = _offset_score(scores, offsets, y)
         reference = icbhi_score_from_indices(y, np.argmax(scores + offsets, axis=1))
         assert ours == reference or (np.isnan(ours) and np.isnan(reference))
+
+
+def test_fit_frames_draws_whole_clips_up_to_the_cap_and_counts_every_clip_in_the_prior():
+    from hmmclf.model.label_hmm import _clip_subsample
+
+    rng = np.random.default_rng(0)
+    clips = [np.full((n, 2), i, dtype=np.float32) for i, n in enumerate(rng.integers(20, 60, size=40))]
+    untouched = np.random.default_rng(5)
+    assert _clip_subsample(clips, 0, untouched) is clips and _clip_subsample(clips, 10**6, untouched) is clips
+    assert untouched.integers(1000) == np.random.default_rng(5).integers(1000)  # nothing was drawn
+    drawn = _clip_subsample(clips, 500, np.random.default_rng(1))
+    ids = [int(c[0, 0]) for c in drawn]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids) < len(clips)  # whole clips, in their order
+    assert 500 - 60 < sum(len(c) for c in drawn) <= 500
+    assert ids == [int(c[0, 0]) for c in _clip_subsample(clips, 500, np.random.default_rng(1))]
+    assert len(_clip_subsample(clips, 5, np.random.default_rng(1))) == 1  # never no clip at all
+
+    X, y = toy_data(per_class=20)
+    model = HMMClassifier(n_states=2, n_iter=3, fit_frames=300).fit(X, y)
+    report = model.fit_report_["normal"]
+    assert report["clips"] < report["clips_available"] == 20 and report["frames"] <= 300
+    np.testing.assert_allclose(model.class_log_prior_, np.log(np.full(4, 0.25)))
+    full = HMMClassifier(n_states=2, n_iter=3, fit_frames=0).fit(X, y).fit_report_["normal"]
+    assert full["clips"] == full["clips_available"] == 20
+    with pytest.raises(ValueError, match="fit_frames"):
+        HMMClassifier(fit_frames=-1).fit(X, y)
+
+
+def test_feature_candidates_share_one_inner_fit_and_score_through_the_exact_marginal(monkeypatch):
+    import hmmclf.model.classifier as classifier_module
+
+    fits = []
+    original = classifier_module.fit_label_hmm_task
+    monkeypatch.setattr(classifier_module, "fit_label_hmm_task", lambda task: fits.append(task) or original(task))
+    X, y, groups = feature_choice_data(0, "cepstra")
+    model = HMMClassifier.from_config(ModelConfig(n_states=2, n_iter=4), feature_sets=FEATURE_SETS)
+    model.fit(X, y, groups=groups)
+    # Two inner folds and the final fit, four class HMMs each, all on every column: not one fit per candidate.
+    assert len(fits) == (model.inner_folds + 1) * len(CLASSES)
+    assert all(task.sequences[0].shape[1] == 4 for task in fits)
+    assert model.fit_report_["features"]["chosen"] == "cepstra" and model.feature_columns_.tolist() == [0, 1]
+    # The kept HMMs read columns 0-1 only: each is an ordinary HMM on those columns, standardised alike.
+    Xt, _, _ = feature_choice_data(1, "cepstra")
+    for k, hmm in enumerate(model.hmms_):
+        assert hmm.means_.shape == (2, 2)
+        for clip, total in zip(Xt[:5], model.log_likelihood(Xt[:5])[:, k]):
+            standard = (clip[:, :2].astype(float) - model.feature_mean_) / model.feature_scale_
+            assert hmm.score(standard) == pytest.approx(total, rel=1e-9)

@@ -14,10 +14,17 @@ def format_fit_report(fit_report: dict[str, Any]) -> str:
     lines = []
     for name in CLASSES:
         rep = fit_report[name]
+        available = rep.get("clips_available", rep["clips"])
+        drawn = f" of {available}" if available > rep["clips"] else ""
         lines.append(
-            f"  {name:8s} {rep['clips']:5d} clips {rep['frames']:7d} frames, {rep['n_states']} states, "
+            f"  {name:8s} {rep['clips']:5d}{drawn} clips {rep['frames']:7d} frames, {rep['n_states']} states, "
             f"{rep['iterations']} EM iterations, "
             + ("converged" if rep["converged"] else "NOT converged (n_iter reached)")
+        )
+    if any(fit_report[name].get("clips_available", 0) > fit_report[name]["clips"] for name in CLASSES):
+        lines.append(
+            "  'N of M clips': a class with more than fit_frames frames is fitted on clips drawn at random "
+            "(seeded) up to that many frames; its prior still counts all M."
         )
     stopped = [fit_report[name]["iterations"] for name in CLASSES if not fit_report[name]["converged"]]
     if stopped:

@@ -12,22 +12,24 @@ plus log-priors, or their per-frame increments, into the clip's class.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 from scipy.special import softmax
-from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 from ..data.features import clip_statistics
 from ..task.classes import CLASS_LABELS, CLASSES
-from ..task.metrics import class_indices, icbhi_metrics
+from ..task.metrics import icbhi_metrics
 from ..task.splits import make_folds
 from .config import ModelConfig
 from .decision import make_decision_rule
 from .decision.base import ArgmaxRule, ClipLikelihoods, DecisionRule
-from .label_hmm import ABSENT_REPORT, LabelHMMTask, fit_label_hmm_task, log_likelihoods
+from .inner_choice import choose_columns, cut_to, fit_rule_on_inner_folds
+from .label_hmm import ABSENT_REPORT, LabelHMMTask, fit_label_hmm_task, log_likelihoods, rebuild_hmm
 
 SCALE_FLOOR = 1e-6
 MIN_GROUPS_PER_INNER_FOLD = 2
@@ -134,6 +136,14 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         one with the lowest inertia is kept. One by default (scikit-learn's
         own default for k-means++): three gave the same Score within the seed
         spread on both shared databases, at a fifth more time per fit.
+    fit_frames : int
+        Most frames each class's HMM is fitted on: when a class's training
+        clips hold more, whole clips are drawn at random (seeded) until this
+        many frames are reached; 0 fits on every frame. Baum-Welch costs time
+        and memory in proportion to the frames, and beyond some twenty
+        minutes of audio per class (60 000 frames at 50 frames per second)
+        more frames did not move the Score beyond the seed spread on either
+        shared database; the class priors still count every clip.
     standardize : bool
         Scale every feature to zero mean and unit variance with statistics of
         the training frames.
@@ -146,10 +156,14 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         Which columns of the frame vectors the HMMs model, by the names of
         ``feature_sets``: "all", "cepstra", or "auto" (the default), which
         chooses on the same inner folds as the decision rule: HMMs are fitted
-        on each candidate's columns, the rule is tuned on their held-out
+        once per inner fold on all columns, each candidate scores the
+        held-out clips through their exact marginal over its columns (a
+        diagonal Gaussian factorises, so that is the same HMM with the other
+        columns' means and variances left out), the rule is tuned on those
         scores, and "all" must beat "cepstra" by ``feature_margin``. The
-        spectral-shape features help where events are cut to the sound
-        (SPRSound) and not on ICBHI's noisy adult cycles.
+        final HMMs are likewise fitted on all columns and keep the chosen
+        ones. The spectral-shape features help where events are cut to the
+        sound (SPRSound) and not on ICBHI's noisy adult cycles.
     feature_margin : float
         ICBHI Score (on the inner held-out clips, 0.03 = 3 points) by which
         "all" must beat "cepstra" for "auto" to choose it.
@@ -229,6 +243,7 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         min_covar: float = 1e-3,
         init_frames: int = 5000,
         kmeans_restarts: int = 1,
+        fit_frames: int = 60000,
         standardize: bool = True,
         class_prior: str = "empirical",
         class_offsets: tuple[float, ...] | None = None,
@@ -251,6 +266,7 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         self.min_covar = min_covar
         self.init_frames = init_frames
         self.kmeans_restarts = kmeans_restarts
+        self.fit_frames = fit_frames
         self.standardize = standardize
         self.class_prior = class_prior
         self.class_offsets = class_offsets
@@ -327,7 +343,10 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         rule = make_decision_rule(config.decision, **config.rule_options())
         folds, fallback = self._inner_folds(y, groups) if rule.tuned_on_inner_folds else (None, None)
         grouped = groups is not None
-        columns, sequences, tuned_rule, features_report = self._choose_columns(sequences, y, folds, grouped, config)
+        columns, view, tuned_rule, features_report = choose_columns(
+            self, self._column_candidates(sequences[0].shape[1], config), sequences, y, folds, grouped, config
+        )
+        sequences = cut_to(sequences, columns)
         self.feature_columns_ = columns
         all_frames = np.concatenate(sequences)
         if self.standardize:
@@ -363,12 +382,20 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
             hmm, report = next(fitted) if present[k] else (None, ABSENT_REPORT)
             self.hmms_.append(hmm)
             self.fit_report_[name] = report
+        if view is not None:
+            marginal = self._marginal(view)
+            self.feature_columns_, self.feature_mean_, self.feature_scale_, self.hmms_ = (
+                marginal.feature_columns_,
+                marginal.feature_mean_,
+                marginal.feature_scale_,
+                marginal.hmms_,
+            )
         if fallback is not None:
             self.decision_rule_ = fallback
         elif tuned_rule is not None:
             self.decision_rule_ = tuned_rule
         else:
-            self.decision_rule_, _ = self._fit_decision_rule(rule, sequences, y, folds, grouped)
+            self.decision_rule_ = fit_rule_on_inner_folds(self, rule, sequences, y, folds, grouped)
         if features_report:
             self.fit_report_["features"] = features_report
         if self.decision_rule_.tuned_on_inner_folds or "note" in self.decision_rule_.report:
@@ -408,75 +435,20 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
             return [("all", named["all"])]
         return [("cepstra", named["cepstra"]), ("all", named["all"])]
 
-    def _choose_columns(
-        self,
-        sequences: list[np.ndarray],
-        y: np.ndarray,
-        folds: list[tuple[np.ndarray, np.ndarray]] | None,
-        grouped: bool,
-        config: ModelConfig,
-    ) -> tuple[np.ndarray, list[np.ndarray], DecisionRule | None, dict[str, Any]]:
-        """The columns the HMMs model, the clips cut to them, the decision rule already tuned on them (None
-        if not yet), and a report.
-
-        With several candidates, each gets inner-fold HMMs and a decision rule
-        tuned on their held-out scores, exactly as the final rule is; the
-        candidate whose rule scores best on those held-out clips wins (a later
-        one by ``feature_margin``), and its rule is kept, not tuned again.
-        """
-        candidates = self._column_candidates(sequences[0].shape[1], config)
-        if len(candidates) == 1 or folds is None:
-            name, columns = candidates[0]
-            note = {"chosen": name, "columns": len(columns), "note": "no inner folds: the simplest set"}
-            return columns, _cut_to(sequences, columns), None, note if len(candidates) > 1 else {}
-        truth = class_indices(y)
-        tuned, scores, subsets = [], [], []
-        for _, columns in candidates:
-            rule = make_decision_rule(config.decision, **config.rule_options())
-            subset = _cut_to(sequences, columns)
-            subsets.append(subset)
-            rule, held_out = self._fit_decision_rule(rule, subset, y, folds, grouped)
-            tuned.append(rule)
-            # Scored on the held-out clips it was tuned on: both candidates give the rule the same
-            # freedom. (Cross-fitted Scores, tuned on one inner fold and scored on the other, halve
-            # the clips behind each number; on the design half of SPRSound they chose worse.)
-            scores.append(rule.inner_score(held_out, truth))
-        pick = 0
-        for k in range(1, len(candidates)):
-            if scores[k] >= scores[pick] + self.feature_margin:
-                pick = k
-        report = {
-            "chosen": candidates[pick][0],
-            "columns": len(candidates[pick][1]),
-            "inner_scores": {name: round(float(v), 6) for (name, _), v in zip(candidates, scores)},
-            "feature_margin": self.feature_margin,
-        }
-        return candidates[pick][1], subsets[pick], tuned[pick], report
-
-    def _fit_decision_rule(
-        self,
-        rule: DecisionRule,
-        sequences: list[np.ndarray],
-        y: np.ndarray,
-        folds: list[tuple[np.ndarray, np.ndarray]] | None,
-        grouped: bool,
-    ) -> tuple[DecisionRule, ClipLikelihoods | None]:
-        """``rule`` fitted on inner-fold held-out scores of the training data only (HMMs
-        fitted on each inner training part score its held-out part), and those scores."""
-        if folds is None:
-            return rule, None
-        parts = []
-        for train, test in folds:
-            inner = clone(self).set_params(decision="argmax", features="all", feature_sets=None, n_jobs=1)
-            inner.fit([sequences[i] for i in train], y[train])
-            held_out = inner._likelihoods(
-                [sequences[i] for i in test], rule.needs_frame_increments, rule.needs_clip_statistics
-            )
-            parts.append((test, held_out))
-        held_out = ClipLikelihoods.gather(parts, len(y))
-        rule.fit(held_out, class_indices(y), folds)
-        rule.report.update({"inner_folds": self.inner_folds, "grouped": grouped})
-        return rule, held_out
+    def _marginal(self, view: np.ndarray) -> HMMClassifier:
+        """A shallow copy scoring only the fitted columns at positions ``view``, through each HMM's exact
+        marginal over them (its input is still every fitted column)."""
+        marginal = copy.copy(self)
+        marginal.feature_columns_ = self.feature_columns_[view]
+        marginal.feature_mean_ = self.feature_mean_[view]
+        marginal.feature_scale_ = self.feature_scale_[view]
+        marginal.hmms_ = [
+            None
+            if hmm is None
+            else rebuild_hmm(hmm.startprob_, hmm.transmat_, hmm.means_[:, view], hmm._covars_[:, view])
+            for hmm in self.hmms_
+        ]
+        return marginal
 
     # ----------------------------------------------------------------- scoring
     def _check_fitted(self) -> None:
@@ -585,10 +557,3 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         tags.input_tags.two_d_array = False
         tags.non_deterministic = False
         return tags
-
-
-def _cut_to(sequences: list[np.ndarray], columns: np.ndarray) -> list[np.ndarray]:
-    """The clips with only ``columns`` (the clips themselves when those are all their columns)."""
-    if len(columns) == sequences[0].shape[1]:
-        return sequences
-    return [np.ascontiguousarray(s[:, columns]) for s in sequences]

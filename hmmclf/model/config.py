@@ -101,6 +101,7 @@ class ModelConfig:
     min_covar: float = 1e-3
     init_frames: int = 5000
     kmeans_restarts: int = 1
+    fit_frames: int = 60000
     standardize: bool = True
     class_prior: str = "empirical"
     class_offsets: tuple[float, ...] | None = None
@@ -169,6 +170,7 @@ def parameter_constraints() -> dict[str, Any]:
         "min_covar": Interval(float, 0, None, low_open=True),
         "init_frames": Interval(int, 10, None),
         "kmeans_restarts": Interval(int, 1, None),
+        "fit_frames": Interval(int, 0, None),
         "standardize": Boolean(),
         "class_prior": OneOf(CLASS_PRIORS),
         "class_offsets": OffsetsOrNone(),

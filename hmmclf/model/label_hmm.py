@@ -77,18 +77,22 @@ def fit_label_hmm(
         Standardisation applied to every frame before fitting.
     settings : ModelConfig
         The fields n_states, topology, n_iter, tol, min_covar, init_frames,
-        kmeans_restarts and implementation are read.
+        kmeans_restarts, fit_frames and implementation are read.
     seed : (int, int)
-        Seeds the frame subsample and k-means initialisation
+        Seeds the clip subsample, the frame subsample and k-means initialisation
         (the classifier passes ``(random_state, class index)``).
 
     Returns
     -------
     hmm : FastDiagGaussianHMM
     report : dict
-        Clips, frames, hidden states used, EM iterations, convergence,
-        implementation and final log-likelihood per frame.
+        Clips fitted on and available, frames, hidden states used, EM
+        iterations, convergence, implementation and final log-likelihood per
+        frame.
     """
+    rng = np.random.default_rng(list(seed))
+    n_available = len(sequences)
+    sequences = _clip_subsample(sequences, settings.fit_frames, rng)
     lengths = np.array([len(s) for s in sequences])
     # One float64 array [x, x^2] (what Baum-Welch reads), with the standardised
     # frames x as its left half: the whole training set is never held in
@@ -102,7 +106,6 @@ def fit_label_hmm(
     np.square(frames, out=moments[:, n_features:])
     # Each hidden state's Gaussian needs several frames per dimension to be estimated.
     n_states = int(max(1, min(settings.n_states, len(frames) // (2 * n_features))))
-    rng = np.random.default_rng(list(seed))
     if settings.topology == "left-right":
         clips = np.split(frames, np.cumsum(lengths)[:-1])
         means, variances = _flat_start(clips, n_states, settings.min_covar)
@@ -147,6 +150,7 @@ def fit_label_hmm(
     converged = len(history) >= 2 and abs(history[-1] - history[-2]) < tol
     report = {
         "clips": len(sequences),
+        "clips_available": n_available,
         "frames": int(len(frames)),
         "n_states": n_states,
         "iterations": len(history),
@@ -157,6 +161,18 @@ def fit_label_hmm(
     if n_states < settings.n_states:
         report["note"] = f"reduced from {settings.n_states} states: only {len(frames)} frames"
     return hmm, report
+
+
+def _clip_subsample(sequences: list[np.ndarray], max_frames: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Whole clips drawn at random until ``max_frames`` frames are reached (all clips when they hold
+    no more than that, or ``max_frames`` is 0); ``rng`` is drawn from only when clips are left out."""
+    total = sum(len(s) for s in sequences)
+    if max_frames <= 0 or total <= max_frames:
+        return sequences
+    order = rng.permutation(len(sequences))
+    counts = np.cumsum([len(sequences[i]) for i in order])
+    keep = int(np.searchsorted(counts, max_frames, side="right"))
+    return [sequences[i] for i in np.sort(order[: max(1, keep)])]
 
 
 def _finite(*arrays: np.ndarray) -> bool:
