@@ -666,3 +666,14 @@ def test_feature_candidates_share_one_inner_fit_and_score_through_the_exact_marg
         for clip, total in zip(Xt[:5], model.log_likelihood(Xt[:5])[:, k]):
             standard = (clip[:, :2].astype(float) - model.feature_mean_) / model.feature_scale_
             assert hmm.score(standard) == pytest.approx(total, rel=1e-9)
+
+
+def test_column_mean_std_equals_numpy_on_the_concatenated_frames():
+    from hmmclf.model.classifier import column_mean_std
+
+    rng = np.random.default_rng(3)
+    clips = [(rng.standard_normal((int(n), 5)) * 3 + 7).astype(np.float32) for n in rng.integers(1, 80, size=60)]
+    mean, std = column_mean_std(clips)
+    frames = np.concatenate(clips).astype(np.float64)
+    np.testing.assert_allclose(mean, frames.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(std, frames.std(axis=0), rtol=1e-10)
