@@ -669,7 +669,7 @@ def test_feature_candidates_share_one_inner_fit_and_score_through_the_exact_marg
 
 
 def test_column_mean_std_equals_numpy_on_the_concatenated_frames():
-    from hmmclf.model.classifier import column_mean_std
+    from hmmclf.data.features import column_mean_std
 
     rng = np.random.default_rng(3)
     clips = [(rng.standard_normal((int(n), 5)) * 3 + 7).astype(np.float32) for n in rng.integers(1, 80, size=60)]
@@ -677,3 +677,18 @@ def test_column_mean_std_equals_numpy_on_the_concatenated_frames():
     frames = np.concatenate(clips).astype(np.float64)
     np.testing.assert_allclose(mean, frames.mean(axis=0), rtol=1e-12)
     np.testing.assert_allclose(std, frames.std(axis=0), rtol=1e-10)
+
+
+def test_scoring_in_blocks_of_clips_gives_the_same_numbers(monkeypatch):
+    import hmmclf.model.classifier as classifier_module
+    from hmmclf.model.classifier import _clip_blocks
+
+    assert [b.tolist() for b in _clip_blocks(np.array([30, 30, 50, 10, 5]), 60)] == [[0, 1], [2, 3], [4]]
+    assert [b.tolist() for b in _clip_blocks(np.array([80, 10]), 60)] == [[0], [1]]  # a long clip alone
+    X, y = toy_data()
+    model = HMMClassifier(n_states=2, n_iter=3).fit(X, y)
+    whole = model._likelihoods(X, frame_increments=True, clip_stats=True)
+    monkeypatch.setattr(classifier_module, "SCORING_BLOCK_FRAMES", 100)
+    blocked = model._likelihoods(X, frame_increments=True, clip_stats=True)
+    for name in ("log_likelihood", "base_scores", "frame_increments", "clip_statistics"):
+        np.testing.assert_allclose(getattr(blocked, name), getattr(whole, name), rtol=1e-12, atol=1e-12)

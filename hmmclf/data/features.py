@@ -316,6 +316,26 @@ def compute_features(samples: np.ndarray, config: FeatureConfig, power: np.ndarr
     return np.ascontiguousarray(features)
 
 
+def column_mean_std(sequences: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and (population) standard deviation of every column over all frames of all clips, in float64.
+
+    Clip by clip, in two passes (the mean, then the squared deviations from it): the frames are
+    never concatenated, nor converted to float64 as a whole, which on a corpus of 5,500 clips saved
+    a few hundred MB at the peak of every fit; equal to ``np.concatenate(sequences).std(axis=0)``
+    to rounding.
+    """
+    n_frames = sum(len(s) for s in sequences)
+    mean = np.zeros(sequences[0].shape[1])
+    for clip in sequences:
+        mean += clip.sum(axis=0, dtype=np.float64)
+    mean /= n_frames
+    squares = np.zeros_like(mean)
+    for clip in sequences:
+        deviation = np.subtract(clip, mean, dtype=np.float64)
+        squares += np.einsum("ij,ij->j", deviation, deviation)
+    return mean, np.sqrt(squares / n_frames)
+
+
 def clip_statistics(sequences: list[np.ndarray]) -> np.ndarray:
     """Per-clip mean and standard deviation of every frame feature, shape (n_clips, 2 * n_features).
 

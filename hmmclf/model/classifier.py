@@ -21,7 +21,7 @@ import numpy as np
 from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from ..data.features import clip_statistics
+from ..data.features import clip_statistics, column_mean_std
 from ..task.classes import CLASS_LABELS, CLASSES
 from ..task.metrics import icbhi_metrics
 from ..task.splits import make_folds
@@ -32,6 +32,8 @@ from .inner_choice import choose_columns, cut_to, fit_rule_on_inner_folds
 from .label_hmm import ABSENT_REPORT, LabelHMMTask, fit_label_hmm_task, log_likelihoods, rebuild_hmm
 
 SCALE_FLOOR = 1e-6
+SCORING_BLOCK_FRAMES = 50_000
+"""Frames scored together (whole clips; a longer clip is a block of its own)."""
 MIN_GROUPS_PER_INNER_FOLD = 2
 
 
@@ -61,24 +63,16 @@ def check_sequences(X: Sequence[np.ndarray], n_features: int | None = None) -> l
     return sequences
 
 
-def column_mean_std(sequences: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and (population) standard deviation of every column over all frames of all clips, in float64.
-
-    Clip by clip, in two passes (the mean, then the squared deviations from it): the frames are
-    never concatenated, nor converted to float64 as a whole, which on a corpus of 5,500 clips saved
-    a few hundred MB at the peak of every fit; equal to ``np.concatenate(sequences).std(axis=0)``
-    to rounding.
-    """
-    n_frames = sum(len(s) for s in sequences)
-    mean = np.zeros(sequences[0].shape[1])
-    for clip in sequences:
-        mean += clip.sum(axis=0, dtype=np.float64)
-    mean /= n_frames
-    squares = np.zeros_like(mean)
-    for clip in sequences:
-        deviation = np.subtract(clip, mean, dtype=np.float64)
-        squares += np.einsum("ij,ij->j", deviation, deviation)
-    return mean, np.sqrt(squares / n_frames)
+def _clip_blocks(n_frames: np.ndarray, max_frames: int) -> list[np.ndarray]:
+    """Consecutive clip indices in blocks of at most ``max_frames`` frames (at least one clip each)."""
+    blocks, start, held = [], 0, 0
+    for i, n in enumerate(n_frames):
+        if i > start and held + n > max_frames:
+            blocks.append(np.arange(start, i))
+            start, held = i, 0
+        held += int(n)
+    blocks.append(np.arange(start, len(n_frames)))
+    return blocks
 
 
 @dataclass
@@ -491,12 +485,28 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         self._check_fitted()
         sequences = check_sequences(X, self.n_features_in_)
         n_frames = np.array([len(s) for s in sequences])
-        frames = self._standardize(np.concatenate(sequences))
-        totals, increments = log_likelihoods(self.hmms_, frames, n_frames, frame_increments)
+        totals, increments, statistics = [], [], []
+        # In blocks of whole clips: the float64 frames, their [x, x**2] and the log-densities of one
+        # block at a time, not of every clip at once (hundreds of MB for a held-out half of a large
+        # corpus). Every number is computed per frame or per clip, so the blocks change none.
+        for block in _clip_blocks(n_frames, SCORING_BLOCK_FRAMES):
+            frames = self._standardize(np.concatenate([sequences[i] for i in block]))
+            block_totals, block_increments = log_likelihoods(self.hmms_, frames, n_frames[block], frame_increments)
+            totals.append(block_totals)
+            increments.append(block_increments)
+            if clip_stats:
+                statistics.append(clip_statistics(np.split(frames, np.cumsum(n_frames[block])[:-1])))
+            del frames
+        totals = np.concatenate(totals)
         user_offsets = np.zeros(len(CLASSES)) if self.class_offsets is None else np.asarray(self.class_offsets, float)
         base = totals / n_frames[:, None].astype(float) + self.class_log_prior_ + user_offsets
-        statistics = clip_statistics(np.split(frames, np.cumsum(n_frames)[:-1])) if clip_stats else None
-        return ClipLikelihoods(totals, n_frames, base, increments, statistics)
+        return ClipLikelihoods(
+            totals,
+            n_frames,
+            base,
+            np.concatenate(increments) if frame_increments else None,
+            np.concatenate(statistics) if clip_stats else None,
+        )
 
     def score_clips(self, X: Sequence[np.ndarray], frame_increments: bool = False) -> ClipScores:
         """Every number the model computes for ``X``: the one scoring path of cv, predict and explain.
