@@ -94,9 +94,6 @@ def decision_thresholds(model: Any, n_frames: int | None = None) -> dict[str, An
     return {"rule": label, "thresholds": thresholds, "note": note}
 
 
-DETECTORS = ("crackle", "wheeze")
-
-
 def detector_curves(increments: np.ndarray, peak_frames: int) -> dict[str, Any]:
     """Crackle and wheeze detector evidence averaged over every window of ``peak_frames`` frames.
 
@@ -104,12 +101,12 @@ def detector_curves(increments: np.ndarray, peak_frames: int) -> dict[str, Any]:
     shorter than the window gives one value, its mean). ``window`` is the width used; the value at
     index i averages frames i .. i + window - 1.
     """
-    from ..model.decision.detectors import detector_evidence, moving_average
+    from ..model.decision.detectors import DETECTOR_NAMES, detector_evidence, moving_average
 
     evidence = detector_evidence(increments)
     # The rule's own moving average, so that the curve's maximum is the number it compares.
     averaged = moving_average(evidence, peak_frames)
-    curves: dict[str, Any] = {name: np.round(averaged[:, j], 5).tolist() for j, name in enumerate(DETECTORS)}
+    curves: dict[str, Any] = {name: np.round(averaged[:, j], 5).tolist() for j, name in enumerate(DETECTOR_NAMES)}
     curves["window"] = len(evidence) - len(averaged) + 1
     return curves
 

@@ -320,9 +320,8 @@ def column_mean_std(sequences: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray
     """Mean and (population) standard deviation of every column over all frames of all clips, in float64.
 
     Clip by clip, in two passes (the mean, then the squared deviations from it): the frames are
-    never concatenated, nor converted to float64 as a whole, which on a corpus of 5,500 clips saved
-    a few hundred MB at the peak of every fit; equal to ``np.concatenate(sequences).std(axis=0)``
-    to rounding.
+    never concatenated, nor converted to float64 as a whole (a float64 copy of every training frame
+    in every fit); equal to ``np.concatenate(sequences).std(axis=0)`` to rounding.
     """
     n_frames = sum(len(s) for s in sequences)
     mean = np.zeros(sequences[0].shape[1])

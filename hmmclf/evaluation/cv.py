@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -221,7 +221,9 @@ def cross_validate(
     statistics = clip_statistics(features.sequences) if baselines or leakage else None
     # The audit runs beside the folds' models and baselines, on a core the last of them leave idle.
     audit_arguments = {
-        "features": features,
+        # Without the frames: the audit reads them only through ``model_statistics``, and the task may
+        # be sent to a worker process.
+        "features": replace(features, sequences=[]),
         "folds": folds,
         "seed": seed,
         "grouped_folds": grouped_folds if zone else None,

@@ -395,13 +395,7 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
             self.hmms_.append(hmm)
             self.fit_report_[name] = report
         if view is not None:
-            marginal = self._marginal(view)
-            self.feature_columns_, self.feature_mean_, self.feature_scale_, self.hmms_ = (
-                marginal.feature_columns_,
-                marginal.feature_mean_,
-                marginal.feature_scale_,
-                marginal.hmms_,
-            )
+            self._keep_columns(view)
         if fallback is not None:
             self.decision_rule_ = fallback
         elif tuned_rule is not None:
@@ -448,19 +442,23 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         return [("cepstra", named["cepstra"]), ("all", named["all"])]
 
     def _marginal(self, view: np.ndarray) -> HMMClassifier:
-        """A shallow copy scoring only the fitted columns at positions ``view``, through each HMM's exact
-        marginal over them (its input is still every fitted column)."""
+        """A shallow copy scoring only the fitted columns at positions ``view`` (see :meth:`_keep_columns`)."""
         marginal = copy.copy(self)
-        marginal.feature_columns_ = self.feature_columns_[view]
-        marginal.feature_mean_ = self.feature_mean_[view]
-        marginal.feature_scale_ = self.feature_scale_[view]
-        marginal.hmms_ = [
+        marginal._keep_columns(view)
+        return marginal
+
+    def _keep_columns(self, view: np.ndarray) -> None:
+        """Score only the fitted columns at positions ``view``, through each HMM's exact marginal over
+        them (its input is still every fitted column)."""
+        self.feature_columns_ = self.feature_columns_[view]
+        self.feature_mean_ = self.feature_mean_[view]
+        self.feature_scale_ = self.feature_scale_[view]
+        self.hmms_ = [
             None
             if hmm is None
             else rebuild_hmm(hmm.startprob_, hmm.transmat_, hmm.means_[:, view], hmm._covars_[:, view])
             for hmm in self.hmms_
         ]
-        return marginal
 
     # ----------------------------------------------------------------- scoring
     def _check_fitted(self) -> None:

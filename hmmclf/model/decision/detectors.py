@@ -107,6 +107,10 @@ class PeakDetectorsRule(ThresholdParameters, StatisticRule):
         return cls(options.get("peak_frames", 50), cls.read_thresholds(arrays))
 
 
+DETECTOR_NAMES = ("crackle", "wheeze")
+"""What the columns of :func:`detector_evidence` detect, in order."""
+
+
 def detector_evidence(scores: np.ndarray) -> np.ndarray:
     """(n, 2) crackle and wheeze evidence from per-class scores (normal, crackle, wheeze, both)."""
     pair = lambda a, b: np.logaddexp(scores[:, a], scores[:, b])  # noqa: E731
