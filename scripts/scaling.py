@@ -77,7 +77,7 @@ def draw(results: dict[str, list[dict]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5))
     for name, rows in results.items():
         clips = [r["clips"] for r in rows]
         (line,) = axes[0].plot(clips, [r["extract_s"] for r in rows], "o-", label=f"{name}: extract")
@@ -89,7 +89,8 @@ def draw(results: dict[str, list[dict]], path: Path) -> None:
         ax.set_xlim(left=0)
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        # Below the axes: inside, the legend hid part of a line.
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

@@ -117,6 +117,18 @@ def test_report_page_json_and_groups_csv(made):
     assert {c["file"] for c in info["clips"]} <= {result.predictions["file"][r] for r in result.evidence}
 
 
+def test_report_drawn_by_two_processes_is_the_same(made, tmp_path):
+    from hmmclf.evaluation.report import write_cv_report
+
+    out, result, clips = made
+    write_cv_report(result, tmp_path / "two", errors=2, clip_folder=clips, n_jobs=2)
+    for name in ("report.json", "report.html", "confusion.png", "tradeoff.png", "folds.png", "leakage.png"):
+        one, two = (out / name).read_bytes(), (tmp_path / "two" / name).read_bytes()
+        if name.startswith("report"):  # the report names when it was written
+            one, two = (re.sub(rb"20\d\d-\d\d-\d\dT?[ \d:+]+", b"", x) for x in (one, two))
+        assert one == two, name
+
+
 def test_budget_and_off(made):
     _, result, clips = made
     from hmmclf.data.features import FeatureConfig

@@ -11,7 +11,7 @@ from scipy.signal import lfilter
 from sklearn.metrics import homogeneity_score
 
 from hmmclf.app.pipeline import ensure_features
-from hmmclf.data.groups import clip_signature, infer_groups, n_inferred_groups
+from hmmclf.data.groups import clip_signature, infer_groups, n_inferred_groups, signature_matrix
 
 
 def recording_clips(n_recordings=12, per_recording=10, seconds=1.5, sr=4000, seed=0):
@@ -48,6 +48,19 @@ def test_inferred_groups_recover_recordings():
     assert homogeneity_score(groups, recording) > 0.9
     np.testing.assert_array_equal(groups, infer_groups(signatures))
     assert groups[0] == 0
+
+
+def test_inferred_groups_are_scikit_learns_ward_clusters_and_exactly_as_many_as_asked():
+    from sklearn.cluster import AgglomerativeClustering
+    from sklearn.metrics import adjusted_rand_score
+
+    signatures = np.random.default_rng(3).standard_normal((300, 49))
+    for k in (2, 12, 40):
+        reference = AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(signature_matrix(signatures))
+        assert adjusted_rand_score(reference, infer_groups(signatures, n_groups=k)) == 1.0
+    # Identical signatures tie the merge heights; the count still holds.
+    tied = np.vstack([signatures[:20], signatures[:20]])
+    assert len(set(infer_groups(tied, n_groups=30).tolist())) == 30
 
 
 def test_labels_are_read_again_at_every_run(corpus, tmp_path):

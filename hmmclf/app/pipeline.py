@@ -240,7 +240,6 @@ def _run_cv(
             )
         except ValueError as exc:
             raise HmmclfError(f"cv: {exc}") from None
-    release_workers()
     result = runs[0]
     interval = bootstrap_score_interval(
         result.predictions["true"].to_numpy(), result.predictions["predicted"].to_numpy(), features.groups, seed=seed
@@ -268,7 +267,13 @@ def _run_cv(
     result.seconds = time.perf_counter() - started
     data_dir = features.meta.get("data_dir")
     clip_folder = Path(data_dir).resolve() if data_dir else None
-    return write_cv_report(result, out_dir, command=command, extra=extra, errors=errors, clip_folder=clip_folder)
+    try:
+        # The workers that ran the folds draw the figures too.
+        return write_cv_report(
+            result, out_dir, command=command, extra=extra, errors=errors, clip_folder=clip_folder, n_jobs=n_jobs
+        )
+    finally:
+        release_workers()
 
 
 def train_model(

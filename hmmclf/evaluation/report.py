@@ -104,6 +104,7 @@ def write_cv_report(
     extra: dict | None = None,
     errors: int = 0,
     clip_folder: str | os.PathLike[str] | None = None,
+    n_jobs: int | None = 1,
 ) -> dict[str, Any]:
     """Write the report files into ``out_dir``.
 
@@ -117,9 +118,15 @@ def write_cv_report(
     ``clip_folder`` (:mod:`.report_errors`; ``result`` must come from
     ``cross_validate(..., errors=errors)`` for their evidence).
 
+    ``n_jobs`` processes of this machine draw the figures and the Errors
+    section (never a cluster's: they write files here). The files are the
+    same for any ``n_jobs``.
+
     ``out_dir`` must not hold an earlier report: reports are never overwritten.
     Returns the report dictionary.
     """
+    from ..utils.parallel import parallel_map
+
     out_dir = Path(out_dir)
     if (out_dir / "report.json").exists():
         raise FileExistsError(f"{out_dir}: already holds a report; choose another --out")
@@ -127,22 +134,25 @@ def write_cv_report(
     report = report_dict(result, command=command, extra=extra)
     with atomic_open(out_dir / "predictions.csv", "w", newline="", encoding="utf-8") as fh:
         result.predictions.to_csv(fh, index=False)
-    plot_confusion(
-        report["confusion_matrix"],
-        out_dir / "confusion.png",
-        title=f"Score {pct(report['score'])}, Se {pct(report['sensitivity'])}%, Sp {pct(report['specificity'])}%",
-    )
-    curve = tradeoff_curve(result.predictions)
-    report["tradeoff_curve"] = _jsonable(curve)
-    plot_tradeoff(curve, (report["sensitivity"] or 0.0, report["specificity"] or 0.0), out_dir / "tradeoff.png")
-    plot_folds(report, out_dir / "folds.png")
-    plot_leakage(report, out_dir / "leakage.png")
+    title = f"Score {pct(report['score'])}, Se {pct(report['sensitivity'])}%, Sp {pct(report['specificity'])}%"
+    chosen = (report["sensitivity"] or 0.0, report["specificity"] or 0.0)
+    # Independent drawings, the slowest first: after the folds, the cores would otherwise sit idle
+    # while this process draws them one by one.
+    jobs: list[tuple[Any, tuple]] = [
+        (_errors_section, (result.predictions, result.evidence, report, errors, clip_folder)),
+        (_tradeoff, (result.predictions, chosen, out_dir / "tradeoff.png")),
+        (plot_confusion, (report["confusion_matrix"], out_dir / "confusion.png", title)),
+        (plot_leakage, (report, out_dir / "leakage.png")),
+        (plot_folds, (report, out_dir / "folds.png")),
+    ]
     images = {name: out_dir / f"{name}.png" for name in FIGURES}
     if report["per_group"]:
         write_groups_csv(report["per_group"], out_dir / "groups.csv")
-        plot_groups(report["per_group"], out_dir / "groups.png", unit=grouping_unit(report))
+        jobs.insert(1, (plot_groups, (report["per_group"], out_dir / "groups.png", grouping_unit(report))))
         images["groups"] = out_dir / "groups.png"
-    section = _errors_section(result, report, errors, clip_folder)
+    drawn = parallel_map(_call, jobs, n_jobs=n_jobs, local=True)
+    section, curve = drawn[0], drawn[[job[0] for job in jobs].index(_tradeoff)]
+    report["tradeoff_curve"] = _jsonable(curve)
     report["errors"] = _jsonable(section.info)
     atomic_write_text(out_dir / "report.md", format_markdown(report))
     atomic_write_text(out_dir / "report.html", format_html(report, images, errors_html=section.html))
@@ -151,12 +161,23 @@ def write_cv_report(
     return report
 
 
-def _errors_section(result: CVResult, report: dict[str, Any], errors: int, clip_folder: Any):
+def _call(job: tuple[Any, tuple]) -> Any:
+    """Worker: one drawing job, ``(function, arguments)``."""
+    function, arguments = job
+    return function(*arguments)
+
+
+def _tradeoff(predictions: Any, chosen: tuple[float, float], path: Path) -> dict[str, list[float]]:
+    """The Se-Sp trade-off curve, drawn into ``path``; returned for ``report.json``."""
+    curve = tradeoff_curve(predictions)
+    plot_tradeoff(curve, chosen, path)
+    return curve
+
+
+def _errors_section(predictions: Any, evidence: dict, report: dict[str, Any], errors: int, clip_folder: Any) -> Any:
     """The Errors section of the page (empty with ``errors`` 0)."""
     from ..data.features import FeatureConfig
     from .report_errors import build_errors_section
 
     config = FeatureConfig.from_dict(report["config"]["feature_config"])
-    return build_errors_section(
-        result.predictions, result.evidence, errors, clip_folder, config, unit=grouping_unit(report)
-    )
+    return build_errors_section(predictions, evidence, errors, clip_folder, config, unit=grouping_unit(report))

@@ -39,8 +39,8 @@ WORKER_MODULES = {
 }
 
 # Every process already runs one task per core: more BLAS/OpenMP threads
-# inside a worker would only oversubscribe the cores.
-_WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+# inside a worker would only oversubscribe the cores. Workers draw figures into files only.
+_WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
 # Idle workers exit after this long; a command's stages follow each other closely.
 _WORKER_IDLE_SECONDS = 60
 
@@ -126,6 +126,7 @@ def parallel_map(
     items: Sequence[T],
     n_jobs: int | None = None,
     on_result: Callable[[int, R], Any] | None = None,
+    local: bool = False,
 ) -> list[R]:
     """Apply ``func`` to each item in parallel and return the results in order.
 
@@ -135,9 +136,11 @@ def parallel_map(
     work runs in this process only, which keeps tracebacks and profiles
     simple. ``func`` and the items must be picklable (top-level functions).
     An exception raised by ``func`` in any process is raised here.
+    ``local``: for work that writes files on this machine; inside a cluster
+    backend it runs in this process instead of on the cluster.
     """
-    n_jobs = resolve_jobs(n_jobs)
-    if _active_scheduler is not None:
+    n_jobs = 1 if local and _active_scheduler is not None else resolve_jobs(n_jobs)
+    if _active_scheduler is not None and not local:
         import joblib
 
         # Unordered, so progress and checkpoints follow the work as it finishes.
@@ -413,11 +416,13 @@ def release_workers() -> None:
     """Stop the local worker processes that loky keeps for reuse, without waiting for them.
 
     After the last parallel stage of a command this returns the workers'
-    memory while the rest of the command (reports, figures) runs. A Dask
-    cluster's workers are not touched.
+    memory. The idle workers are killed rather than asked to exit: an exiting
+    worker tears its interpreter down for up to half a second, which the
+    command could wait for at its own exit. A Dask cluster's workers are not
+    touched.
     """
     global _executor
     with _executor_lock:
         if _executor is not None:
-            _executor.shutdown(wait=False)
+            _executor.shutdown(wait=False, kill_workers=True)
             _executor = None
