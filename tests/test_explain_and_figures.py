@@ -198,6 +198,22 @@ def test_explain_draws_what_the_peak_detectors_decide_with(trained, tmp_path):
     assert (tmp_path / "peak.png").stat().st_size > 10_000
 
 
+def test_explain_draws_what_the_boosted_rule_decides_with(trained, tmp_path):
+    root, _ = trained
+    features = extract_corpus(root / "train", root / "train.csv", root / "features", n_jobs=1).features
+    config = ModelConfig(n_states=3, n_iter=5, decision="boosted", features="all")
+    _, model_path, _ = train_model(features, tmp_path / "boosted.npz", config)
+    explanation, samples = explain_clip(root / "train" / "p1_wheeze_0.wav", model_path)
+    decision = explanation["decision"]
+    scores = {c: v for c, v in decision["class_scores"].items() if v is not None}
+    assert explanation["class"] == max(scores, key=scores.get)  # the drawn scores reproduce the decision
+    for c, value in scores.items():
+        assert value == pytest.approx(decision["tree_log_probability"][c] + decision["offsets"][c], abs=2e-4)
+    assert decision["thresholds"] is None and "class scores" in format_explanation(explanation)
+    plot_explanation(explanation, samples, tmp_path / "boosted.png")
+    assert (tmp_path / "boosted.png").stat().st_size > 10_000
+
+
 def _captured_figures(monkeypatch):
     captured = []
     monkeypatch.setattr(figures, "_save", lambda fig, path: captured.append(fig))

@@ -48,7 +48,9 @@ def _segments(path: np.ndarray, frame_seconds: float) -> list[dict[str, Any]]:
     return segments
 
 
-def decision_thresholds(model: Any, n_frames: int | None = None) -> dict[str, Any]:
+def decision_thresholds(
+    model: Any, n_frames: int | None = None, clip_scores: np.ndarray | None = None
+) -> dict[str, Any]:
     """The thresholds the model's decision rule decides this clip with, on the curves the picture draws.
 
     Under the argmax, tuned and tuned-length rules class k scores above normal when
@@ -56,8 +58,11 @@ def decision_thresholds(model: Any, n_frames: int | None = None) -> dict[str, An
     [+ w (length term_k - length term_normal) for tuned-length, which needs ``n_frames``] > 0, so its
     threshold on the clip-mean ratio is minus the rest. Under peak-detectors (what ``auto`` chooses
     on many corpora) a crackle and a wheeze detector fire when the best ``peak_frames``-frame average
-    of their evidence passes their threshold: ``detector_thresholds`` and ``peak_frames``. Other rules
-    get ``thresholds`` None and a ``note`` why. ``auto`` is read as the rule it chose.
+    of their evidence passes their threshold: ``detector_thresholds`` and ``peak_frames``. Under
+    boosted, given the clip's four decision scores (``clip_scores``), each class's score is the
+    trees' log-probability plus a tuned offset and the highest wins: ``class_scores``,
+    ``tree_log_probability`` and ``offsets``. Other rules get ``thresholds`` None and a ``note``
+    why. ``auto`` is read as the rule it chose.
     """
     rule = getattr(model, "decision_rule_", None)
     chooser = ""
@@ -73,6 +78,27 @@ def decision_thresholds(model: Any, n_frames: int | None = None) -> dict[str, An
         detectors = {"crackle": round(float(rule.thresholds[0]), 4), "wheeze": round(float(rule.thresholds[1]), 4)}
         return {"rule": label, "thresholds": None, "detector_thresholds": detectors,
                 "peak_frames": int(rule.peak_frames), "note": note}  # fmt: skip
+    if name == "boosted" and clip_scores is not None:
+        from ..model.decision.boosted import ABSENT_LOG_PROBA
+
+        offsets = np.asarray(rule.offsets, dtype=float)
+        note = (
+            f"{label}: trees on the clip's mean HMM scores, length and feature statistics give each class a "
+            "log-probability; plus a tuned offset, the highest wins"
+        )
+        # A class the trees never saw scores ABSENT_LOG_PROBA: shown as None, it never wins.
+        trees = np.asarray(clip_scores, dtype=float) - offsets
+        shown = lambda values: {  # noqa: E731
+            c: round(float(values[k]), 4) if trees[k] > ABSENT_LOG_PROBA else None for k, c in enumerate(CLASSES)
+        }
+        return {
+            "rule": label,
+            "thresholds": None,
+            "class_scores": shown(np.asarray(clip_scores, dtype=float)),
+            "tree_log_probability": shown(trees),
+            "offsets": {c: round(float(offsets[k]), 4) for k, c in enumerate(CLASSES)},
+            "note": note,
+        }
     if name not in ("argmax", "tuned", "tuned-length") or (name == "tuned-length" and n_frames is None):
         note = NO_THRESHOLD_NOTES.get(name, f"the {name} rule has no single threshold on these curves")
         return {"rule": label, "thresholds": None, "note": note}
@@ -193,7 +219,7 @@ def explain_clip(
         "viterbi": viterbi,
         "log_likelihood_ratio": {c: np.round(r, 5).tolist() for c, r in ratio.items()},
         "mean_log_likelihood_ratio": {c: round(float(r.mean()), 5) for c, r in ratio.items()},
-        "decision": decision_thresholds(model, n_frames=len(frames)),
+        "decision": decision_thresholds(model, n_frames=len(frames), clip_scores=scored.decision[0]),
         "feature_band": [float(config.fmin), float(config.fmax)],
     }
     if "detector_thresholds" in explanation["decision"]:
@@ -249,6 +275,13 @@ def format_explanation(explanation: dict[str, Any], max_segments: int = 8) -> st
             f"{name} detector: best {curves['window'] * step:.2f}-s average evidence {peak:+.2f} "
             f"(from {start:.2f}s) against threshold {threshold:+.2f}: {verdict}"
         )
+    if decision and decision.get("class_scores"):
+        parts = [
+            f"{c} {score:+.2f} ({decision['tree_log_probability'][c]:+.2f} {decision['offsets'][c]:+.2f})"
+            for c, score in decision["class_scores"].items()
+            if score is not None
+        ]
+        lines.append("class scores (trees' log-probability, tuned offset): " + ", ".join(parts))
     if decision and not decision.get("thresholds"):
         lines.append(f"({decision['note']})")
     return "\n".join(lines)
@@ -280,6 +313,19 @@ def _plot_means(ax: Any, means: dict[str, float], thresholds: dict[str, float] |
     ax.set_xticks(range(len(names)), names, fontsize=8)
     ax.tick_params(axis="y", labelsize=7)
     ax.set_title("clip mean vs threshold (dashed)" if thresholds else "clip mean (no single threshold)", fontsize=8)
+
+
+def _plot_class_scores(ax: Any, scores: dict[str, float | None]) -> None:
+    """Small bars: each class's score under the boosted rule; the highest (outlined) wins."""
+    names = [c for c, v in scores.items() if v is not None]
+    values = [scores[c] for c in names]
+    best = int(np.argmax(values))
+    for i, (name, value) in enumerate(zip(names, values)):
+        ax.bar(i, value, width=0.6, color=CLASS_COLOURS[name], edgecolor="black", lw=2.0 if i == best else 0.0)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xticks(range(len(names)), names, fontsize=8)
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set_title("class scores: the highest (outlined) wins", fontsize=8)
 
 
 def _spectrogram_panel(
@@ -437,7 +483,10 @@ def _ratio_panel(ax: Any, side: Any, explanation: dict[str, Any], duration: floa
             "note", "the decision rule is unknown"
         )
     side.text(0, 0.7, _wrap(text), transform=side.transAxes, **note)
-    _plot_means(side.inset_axes([0.2, 0.0, 0.75, 0.24]), means, thresholds)
+    if decision.get("class_scores"):
+        _plot_class_scores(side.inset_axes([0.2, 0.0, 0.75, 0.24]), decision["class_scores"])
+    else:
+        _plot_means(side.inset_axes([0.2, 0.0, 0.75, 0.24]), means, thresholds)
 
 
 def plot_explanation(
