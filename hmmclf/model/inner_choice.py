@@ -55,8 +55,7 @@ def choose_columns(
     truth = class_indices(y)
     scores = []
     for rule, held_out in zip(rules, held_outs):
-        rule.fit(held_out, truth, folds)
-        rule.report.update({"inner_folds": model.inner_folds, "grouped": grouped})
+        _fit_rule(model, rule, held_out, truth, folds, grouped)
         # Scored on the held-out clips it was tuned on: both candidates give the rule the same
         # freedom. (Cross-fitted Scores, tuned on one inner fold and scored on the other, halve
         # the clips behind each number; on the design half of SPRSound they chose worse.)
@@ -111,7 +110,19 @@ def fit_rule_on_inner_folds(
         return rule
     everything = np.arange(sequences[0].shape[1])
     (held_out,) = inner_held_out(model, sequences, y, folds, [everything], rule)
-    rule.fit(held_out, class_indices(y), folds)
+    return _fit_rule(model, rule, held_out, class_indices(y), folds, grouped)
+
+
+def _fit_rule(
+    model: BaseEstimator,
+    rule: DecisionRule,
+    held_out: ClipLikelihoods,
+    truth: np.ndarray,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    grouped: bool,
+) -> DecisionRule:
+    """``rule`` tuned on held-out scores, its report saying how the inner folds were made."""
+    rule.fit(held_out, truth, folds)
     rule.report.update({"inner_folds": model.inner_folds, "grouped": grouped})
     return rule
 
