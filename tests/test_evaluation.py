@@ -156,3 +156,21 @@ def test_cohort_spread_is_wider_for_small_cohorts_and_collapses_for_identical_gr
     only_normal = [row(str(i), 10, 0, 0.5, None) for i in range(5)] + [row("x", 5, 5, 0.5, 0.5)]
     assert cohort_spread(only_normal, 2)["draws"] < 2000
     assert describe_cohort(small, "patients").startswith("a new cohort of 3 patients like these can expect a Score")
+
+
+def test_the_folds_table_names_each_folds_rule_its_inner_score_and_its_features():
+    from hmmclf.evaluation.report_text import configured_features, features_chosen, rule_chosen
+
+    boosted = {"fit_report": {"decision": {"rule": "boosted", "inner_score": 0.771}}}
+    auto = {
+        "fit_report": {
+            "decision": {"rule": "auto", "chosen": "tuned-length", "inner_score": 0.6},
+            "features": {"chosen": "all", "inner_scores": {"cepstra": 0.5, "all": 0.6}},
+        }
+    }
+    assert rule_chosen(boosted) == "boosted (inner 77.1)" and rule_chosen(auto) == "tuned-length"
+    assert rule_chosen({"fit_report": {}}) == "argmax"
+    report = {"config": {"model_params": {"features": "all"}}}
+    assert features_chosen(boosted, configured_features(report)) == "all"
+    assert features_chosen(boosted, configured_features({})) == "as configured"
+    assert features_chosen(auto, "all") == "all (inner cepstra 50.0, all 60.0)"

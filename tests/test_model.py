@@ -44,10 +44,16 @@ def test_fit_predict_far_above_chance():
     report = model.fit_report_
     assert set(report) == set(CLASSES) | {"decision"}
     assert all(report[s]["iterations"] >= 1 for s in CLASSES)
-    # The default rule is "auto": it records which candidate it chose and both cross-fitted inner Scores.
+    # The default rule is "boosted": two cross-fitted sets of trees decide, their offsets tuned on
+    # what each set said of the clips it did not learn from.
     decision = report["decision"]
-    assert decision["rule"] == "auto" and decision["chosen"] == model.decision_rule_.chosen.name
+    assert decision["rule"] == "boosted" and decision["tree_sets"] == 2 == len(model.decision_rule_.ensembles)
+    assert 0.5 < decision["inner_score"] <= 1.0
+    auto = HMMClassifier(n_states=2, n_iter=10, decision="auto", features="auto").fit(X, y)
+    decision = auto.fit_report_["decision"]
+    assert decision["rule"] == "auto" and decision["chosen"] == auto.decision_rule_.chosen.name
     assert set(decision["cross_fitted_inner_scores"]) == {"peak-detectors", "tuned-length"}
+    assert auto.score(Xt, yt) > 0.8
 
 
 def test_search_offsets_recovers_a_shifted_decision():
@@ -178,7 +184,8 @@ def _tamper(tmp_path, change):
         (lambda a: a["crackle.means"].__setitem__((0, 0), np.nan), "non-finite"),
         (lambda a: a.__setitem__("both.transmat", a["both.transmat"] * 2), "probability"),
         (lambda a: a.pop("both.startprob"), "missing HMM"),
-        (lambda a: a.__setitem__("decision.chosen", np.array([7.0])), "chosen must index"),
+        (lambda a: a.__setitem__("decision.trees1.left", a["decision.trees1.left"] * 0), "children must come after"),
+        (lambda a: a.__setitem__("decision.offsets", np.zeros(3)), "offsets"),
         (lambda a: a.__setitem__("decision.extra", np.zeros(2)), "unexpected arrays"),
         (lambda a: a.__setitem__("meta", np.array(json.dumps({"format": "other"}))), "not an hmmclf model"),
         (
@@ -269,7 +276,7 @@ def test_tuning_needs_two_groups_per_inner_fold():
     assert "3 groups" in model.fit_report_["decision"]["note"] and model.decision_rule_.name == "argmax"
     enough = np.array([f"P{i % 4}" for i in range(len(y))])
     model = HMMClassifier(n_states=2, n_iter=3, inner_folds=2).fit(X, y, groups=enough)
-    assert model.fit_report_["decision"]["rule"] == "auto"
+    assert model.fit_report_["decision"]["rule"] == "boosted"
 
 
 def test_tuned_offsets_beat_argmax_on_imbalanced_data():
@@ -303,7 +310,7 @@ def test_a_class_without_training_clips_is_never_predicted(tmp_path):
     X, y = [x for x, k in zip(X, keep) if k], y[keep]
     groups = np.array([f"P{i % 6}" for i in range(len(y))])
     detector_rules = ("detectors", "peak-detectors", "auto")
-    for decision in ("tuned", "argmax", "tuned-length") + detector_rules:
+    for decision in ("tuned", "argmax", "tuned-length", "boosted") + detector_rules:
         model = HMMClassifier(n_states=2, n_iter=3, decision=decision).fit(X, y, groups=groups)
         assert model.hmms_[3] is None and "no training clips" in model.fit_report_["both"]["note"]
         scored = model.score_clips(X)
@@ -388,7 +395,7 @@ def test_clip_length_rule_wins_when_only_the_length_carries_the_class():
     length = HMMClassifier(n_states=2, n_iter=3, decision="tuned-length").fit(X, y, groups=groups)
     assert length.fit_report_["decision"]["length_weight"] > 0
     assert length.score(Xt, yt) > 0.9 and length.score(Xt, yt) > tuned.score(Xt, yt) + 0.2
-    auto = HMMClassifier(n_states=2, n_iter=3).fit(X, y, groups=groups)
+    auto = HMMClassifier(n_states=2, n_iter=3, decision="auto").fit(X, y, groups=groups)
     scores = auto.fit_report_["decision"]["cross_fitted_inner_scores"]
     assert auto.fit_report_["decision"]["chosen"] == "tuned-length"
     assert scores["tuned-length"] >= scores["peak-detectors"] + auto.select_margin
@@ -397,7 +404,7 @@ def test_clip_length_rule_wins_when_only_the_length_carries_the_class():
 def test_auto_keeps_peak_detectors_unless_the_length_rule_wins_by_the_margin():
     X, y = length_clips(0)
     groups = np.array([f"P{i % 6}" for i in range(len(y))])
-    auto = HMMClassifier(n_states=2, n_iter=3, select_margin=0.99).fit(X, y, groups=groups)
+    auto = HMMClassifier(n_states=2, n_iter=3, decision="auto", select_margin=0.99).fit(X, y, groups=groups)
     assert auto.fit_report_["decision"]["chosen"] == "peak-detectors"
 
 
@@ -488,7 +495,7 @@ FEATURE_SETS = {"cepstra": (0, 1), "all": (0, 1, 2, 3)}
 @pytest.mark.parametrize("informative", ["cepstra", "extra"])
 def test_auto_features_keep_the_extra_columns_only_when_they_help(tmp_path, informative):
     X, y, groups = feature_choice_data(0, informative)
-    model = HMMClassifier.from_config(ModelConfig(n_states=2, n_iter=4), feature_sets=FEATURE_SETS)
+    model = HMMClassifier.from_config(ModelConfig(n_states=2, n_iter=4, features="auto"), feature_sets=FEATURE_SETS)
     model.fit(X, y, groups=groups)
     report = model.fit_report_["features"]
     assert set(report["inner_scores"]) == {"cepstra", "all"}
@@ -513,9 +520,11 @@ def test_a_fixed_feature_set_is_used_without_a_choice():
         HMMClassifier(feature_sets=(("all", (0, 9)),)).fit(X, y)
 
 
-def test_nested_choices_never_see_the_outer_test_fold(tmp_path, monkeypatch):
-    """Every fit and every held-out scoring made while an outer fold's model chooses its
-    features and its rule reads only that fold's training clips."""
+@pytest.mark.parametrize("choices", [{}, {"decision": "auto", "features": "auto"}], ids=["default", "auto"])
+def test_nested_choices_never_see_the_outer_test_fold(tmp_path, monkeypatch, choices):
+    """Every fit and every held-out scoring made while an outer fold's model tunes its rule (the
+    default's trees and offsets) or chooses its features and rule ("auto") reads only that fold's
+    training clips."""
     from conftest import build_corpus
 
     from hmmclf.data.extraction import extract_corpus
@@ -549,10 +558,14 @@ def test_nested_choices_never_see_the_outer_test_fold(tmp_path, monkeypatch):
 
     monkeypatch.setattr(HMMClassifier, "fit", recording_fit)
     monkeypatch.setattr(HMMClassifier, "_likelihoods", recording_likelihoods)
-    model = HMMClassifier.from_config(ModelConfig(n_states=2, n_iter=3), feature_sets=features.config.column_sets())
+    config = ModelConfig(n_states=2, n_iter=3, **choices)
+    model = HMMClassifier.from_config(config, feature_sets=features.config.column_sets())
     result = cross_validate(features, model, n_folds=2, seed=0, n_jobs=1, baselines=False, leakage=False)
     assert state["outer_fits"] == 2 and state["nested_calls"] > 0
-    assert all("inner_scores" in fold.fit_report["features"] for fold in result.folds)
+    if choices:
+        assert all("inner_scores" in fold.fit_report["features"] for fold in result.folds)
+    else:
+        assert all(fold.fit_report["decision"]["tree_sets"] == 2 for fold in result.folds)
 
 
 @pytest.mark.parametrize("n_classes", [2, 3, 4])
@@ -601,6 +614,21 @@ def test_boosted_rule_fits_round_trips_and_reads_clip_statistics(tmp_path):
     Xt, yt = length_clips(1, per_class=40)
     np.testing.assert_array_equal(loaded.decision_function(Xt), model.decision_function(Xt))
     assert model.score(Xt, yt) > 0.6  # the clip length carries the class here, and the trees read it
+    # Two sets decide, each grown on one inner fold's held-out clips; their mean log-probability
+    # plus the offsets is the rule's score.
+    rule = model.decision_rule_
+    clips = model._likelihoods(Xt, clip_stats=True)
+    statistics = rule.statistics(clips)
+    mean = np.mean([np.maximum(e.log_proba(statistics), -1e3) for e in rule.ensembles], axis=0)
+    np.testing.assert_allclose(rule.scores(clips), mean + rule.offsets)
+    # A file of hmmclf 0.5-0.7 holds one set under "trees.": it still loads.
+    arrays = {k: v for k, v in rule.to_arrays().items() if not k.startswith("trees1.")}
+    legacy = {k.replace("trees0.", "trees."): v for k, v in arrays.items()}
+    old = type(rule).from_arrays(legacy)
+    assert len(old.ensembles) == 1
+    np.testing.assert_allclose(
+        old.scores(clips), np.maximum(rule.ensembles[0].log_proba(statistics), -1e3) + rule.offsets
+    )
 
 
 def test_compiled_offset_score_equals_the_numpy_score_ties_and_absent_classes_included():
@@ -653,7 +681,7 @@ def test_feature_candidates_share_one_inner_fit_and_score_through_the_exact_marg
     original = classifier_module.fit_label_hmm_task
     monkeypatch.setattr(classifier_module, "fit_label_hmm_task", lambda task: fits.append(task) or original(task))
     X, y, groups = feature_choice_data(0, "cepstra")
-    model = HMMClassifier.from_config(ModelConfig(n_states=2, n_iter=4), feature_sets=FEATURE_SETS)
+    model = HMMClassifier.from_config(ModelConfig(n_states=2, n_iter=4, features="auto"), feature_sets=FEATURE_SETS)
     model.fit(X, y, groups=groups)
     # Two inner folds and the final fit, four class HMMs each, all on every column: not one fit per candidate.
     assert len(fits) == (model.inner_folds + 1) * len(CLASSES)

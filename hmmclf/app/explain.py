@@ -60,7 +60,7 @@ def decision_thresholds(
     on many corpora) a crackle and a wheeze detector fire when the best ``peak_frames``-frame average
     of their evidence passes their threshold: ``detector_thresholds`` and ``peak_frames``. Under
     boosted, given the clip's four decision scores (``clip_scores``), each class's score is the
-    trees' log-probability plus a tuned offset and the highest wins: ``class_scores``,
+    trees' log-probability (the mean of its two sets) plus a tuned offset and the highest wins: ``class_scores``,
     ``tree_log_probability`` and ``offsets``. Other rules get ``thresholds`` None and a ``note``
     why. ``auto`` is read as the rule it chose.
     """
@@ -83,8 +83,8 @@ def decision_thresholds(
 
         offsets = np.asarray(rule.offsets, dtype=float)
         note = (
-            f"{label}: trees on the clip's mean HMM scores, length and feature statistics give each class a "
-            "log-probability; plus a tuned offset, the highest wins"
+            f"{label}: two sets of trees on the clip's mean HMM scores, length and feature statistics give "
+            "each class a log-probability (their mean); plus a tuned offset, the highest wins"
         )
         scores = np.asarray(clip_scores, dtype=float)
         trees = scores - offsets

@@ -15,6 +15,7 @@ from .report_text import (
     GROUP_HEADER,
     SCORE_HEADER,
     config_rows,
+    configured_features,
     describe_grouping,
     describe_groups_results,
     describe_interval,
@@ -121,7 +122,7 @@ def _details(report: dict[str, Any]) -> str:
     fold_rows = [
         [f["fold"], f["train_size"], f["test_size"]]
         + [pct(f["metrics"][k]) for k in ("score", "sensitivity", "specificity")]
-        + [rule_chosen(f), features_chosen(f), ", ".join(f["test_groups"])]
+        + [rule_chosen(f), features_chosen(f, configured_features(report)), ", ".join(f["test_groups"])]
         for f in report["folds"]
     ]
     confusion_rows = [[s] + row for s, row in zip(CLASSES, report["confusion_matrix"])]

@@ -78,7 +78,7 @@ def format_markdown(report: dict[str, Any]) -> str:
         out.append(
             f"| {f['fold']} | {f['train_size']} | {f['test_size']} | {words.pct(m['score'])} | "
             f"{words.pct(m['sensitivity'])} | {words.pct(m['specificity'])} | {words.rule_chosen(f)} | "
-            f"{words.features_chosen(f)} | {groups} |"
+            f"{words.features_chosen(f, words.configured_features(report))} | {groups} |"
         )
     out += _per_group(report) + _errors(report)
     out += ["", "## Configuration", "", "| setting | value |", "|---|---|"]

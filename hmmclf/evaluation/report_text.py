@@ -46,19 +46,28 @@ SCORE_HEADER = ["system", "Score", "Se", "Sp"] + [f"recall {s}" for s in CLASSES
 
 
 def rule_chosen(fold: dict[str, Any]) -> str:
-    """The decision rule a fold's model used: ``auto`` names the one it chose on its inner folds."""
+    """The decision rule a fold's model used (``auto`` names the one it chose on its inner folds), with
+    the Score it reached on them when it reports one."""
     decision = (fold.get("fit_report") or {}).get("decision") or {}
-    return str(decision.get("chosen") or decision.get("rule") or "argmax")
+    name = str(decision.get("chosen") or decision.get("rule") or "argmax")
+    inner = decision.get("inner_score")
+    return f"{name} (inner {pct(inner)})" if inner is not None and "chosen" not in decision else name
 
 
-def features_chosen(fold: dict[str, Any]) -> str:
-    """The frame columns a fold's HMMs modelled: ``features="auto"`` names the set it chose on its inner folds."""
+def features_chosen(fold: dict[str, Any], configured: str | None = None) -> str:
+    """The frame columns a fold's HMMs modelled: ``features="auto"`` names the set it chose on its inner
+    folds; otherwise the configured set (``configured``, when known)."""
     features = (fold.get("fit_report") or {}).get("features") or {}
     if not features:
-        return "as configured"
+        return configured or "as configured"
     inner = features.get("inner_scores") or {}
     scores = " (inner " + ", ".join(f"{k} {pct(v)}" for k, v in inner.items()) + ")" if inner else ""
     return f"{features['chosen']}{scores}"
+
+
+def configured_features(report: dict[str, Any]) -> str | None:
+    """The ``features`` setting a report's model was configured with, if recorded."""
+    return ((report.get("config") or {}).get("model_params") or {}).get("features")
 
 
 def describe_sprsound_score(report: dict[str, Any]) -> str | None:

@@ -168,8 +168,9 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         the decision rule reads.
     features : {"auto", "all", "cepstra"}
         Which columns of the frame vectors the HMMs model, by the names of
-        ``feature_sets``: "all", "cepstra", or "auto" (the default), which
-        chooses on the same inner folds as the decision rule: HMMs are fitted
+        ``feature_sets``: "all" (the default: the cepstra and the
+        spectral-shape features), "cepstra", or "auto" (the default of hmmclf
+        0.5-0.7), which chooses on the same inner folds as the decision rule: HMMs are fitted
         once per inner fold on all columns, each candidate scores the
         held-out clips through their exact marginal over its columns (a
         diagonal Gaussian factorises, so that is the same HMM with the other
@@ -187,7 +188,11 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         parameters from the training data alone: the training clips are
         split into ``inner_folds`` grouped folds, HMMs fitted on each inner
         training part score its held-out part, and the rule is fitted on
-        those held-out scores. "auto" (the default) chooses on those inner
+        those held-out scores. "boosted" (the default) grows gradient-boosted
+        trees on those held-out clips' HMM scores, length and feature
+        statistics, twice, cross-fitted, with per-class offsets tuned for the
+        ICBHI Score (see :mod:`hmmclf.model.decision.boosted`). "auto" (the
+        default of hmmclf 0.5-0.7) chooses on those inner
         folds between "peak-detectors" (the peak over the clip of a
         ``peak_frames``-frame moving average of crackle and wheeze detector
         log-likelihood ratios, two thresholds: the only rule that predicts
@@ -261,9 +266,9 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         standardize: bool = True,
         class_prior: str = "empirical",
         class_offsets: tuple[float, ...] | None = None,
-        features: str = "auto",
+        features: str = "all",
         feature_margin: float = 0.03,
-        decision: str = "auto",
+        decision: str = "boosted",
         inner_folds: int = 2,
         stack_c: float = 1.0,
         peak_frames: int = 50,
@@ -413,6 +418,9 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
     ) -> tuple[list[tuple[np.ndarray, np.ndarray]] | None, DecisionRule | None]:
         """The inner folds the decision rule (and the feature choice) is tuned on, or the
         "argmax" rule that stands in when the training data cannot be split into them."""
+        if len(set(y.tolist())) < 2:
+            # Nothing to tune: the only class present is the only one with an HMM and a prior.
+            return None, ArgmaxRule("offsets not tuned: the training clips hold one label class")
         groups = None if groups is None else np.asarray(groups, dtype=str)
         n_groups = 0 if groups is None else len(set(groups.tolist()))
         if groups is not None and n_groups < MIN_GROUPS_PER_INNER_FOLD * self.inner_folds:

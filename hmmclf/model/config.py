@@ -105,9 +105,9 @@ class ModelConfig:
     standardize: bool = True
     class_prior: str = "empirical"
     class_offsets: tuple[float, ...] | None = None
-    features: str = "auto"
+    features: str = "all"
     feature_margin: float = 0.03
-    decision: str = "auto"
+    decision: str = "boosted"
     inner_folds: int = 2
     stack_c: float = 1.0
     peak_frames: int = 50

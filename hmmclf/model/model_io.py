@@ -31,8 +31,10 @@ MODEL_FORMAT = "hmmclf-model"
 # Version 3: the "auto", "peak-detectors" and "tuned-length" rules and their parameters (peak_frames,
 # select_margin); version 2 files still load (their rules and parameters are a subset).
 # Version 4 (hmmclf 0.5): "feature_columns", the frame columns the HMMs model (earlier files model all).
-MODEL_FORMAT_VERSION = 4
-READABLE_FORMAT_VERSIONS = (2, 3, 4)
+# Version 5 (hmmclf 0.8): the "boosted" rule keeps its two cross-fitted sets of trees ("trees0.*",
+# "trees1.*"); a version 4 file's single set ("trees.*") still loads.
+MODEL_FORMAT_VERSION = 5
+READABLE_FORMAT_VERSIONS = (2, 3, 4, 5)
 DECISION_PREFIX = "decision."
 
 

@@ -10,8 +10,8 @@ module              rules
 ``offsets``         ``tuned`` offsets; ``tuned-length`` (offsets + clip length)
 ``stacked``         ``stacked`` (logistic regression on likelihood statistics)
 ``detectors``       ``detectors``; ``peak-detectors`` (best second of the clip)
-``boosted``         ``boosted`` (boosted trees on HMM scores and clip statistics)
-``auto``            ``auto`` (the default): picks a rule on inner folds
+``boosted``         ``boosted`` (the default: boosted trees on HMM scores and clip statistics)
+``auto``            ``auto`` (the default of hmmclf 0.5-0.7): picks a rule on inner folds
 ==================  ==========================================================
 
 A new rule is one class with that face in one of these modules (or a new

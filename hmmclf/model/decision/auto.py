@@ -1,4 +1,4 @@
-"""The default rule, ``auto``: chooses between two rules on the inner folds.
+"""``auto`` (the default rule of hmmclf 0.5-0.7): chooses between two rules on the inner folds.
 
 ``auto`` chooses between ``peak-detectors`` and ``tuned-length`` on the
 inner folds: each is tuned on one inner fold's held-out clips and scored on
@@ -7,10 +7,9 @@ fitting noise); a later candidate must beat the one chosen so far by
 ``select_margin``. The choice and every inner Score go to its report; the
 chosen rule, tuned on all held-out clips, gives the scores.
 
-``boosted`` is not a candidate: cross-fitted, its trees learn from half the
-held-out clips only, and on the design half of both shared databases it
-never won (its inner Scores were 3-6 points below "tuned-length" on
-SPRSound).
+``boosted`` (the default since hmmclf 0.8) is not a candidate: offered as a
+third one in hmmclf 0.5, it never won the cross-fitted inner comparison on
+the design half of either shared database.
 """
 
 from __future__ import annotations
