@@ -621,11 +621,18 @@ def test_boosted_rule_fits_round_trips_and_reads_clip_statistics(tmp_path):
     statistics = rule.statistics(clips)
     mean = np.mean([np.maximum(e.log_proba(statistics), -1e3) for e in rule.ensembles], axis=0)
     np.testing.assert_allclose(rule.scores(clips), mean + rule.offsets)
-    # A file of hmmclf 0.5-0.7 holds one set under "trees.": it still loads.
-    arrays = {k: v for k, v in rule.to_arrays().items() if not k.startswith("trees1.")}
-    legacy = {k.replace("trees0.", "trees."): v for k, v in arrays.items()}
-    old = type(rule).from_arrays(legacy)
-    assert len(old.ensembles) == 1
+    # A model file of hmmclf 0.5-0.7 (format 4) holds one set under "decision.trees.": it still loads.
+    arrays = dict(np.load(tmp_path / "m.npz", allow_pickle=False))
+    meta = json.loads(str(arrays["meta"]))
+    meta["format_version"] = 4
+    arrays["meta"] = np.array(json.dumps(meta))
+    legacy = {k.replace("decision.trees0.", "decision.trees."): v for k, v in arrays.items() if "trees1." not in k}
+    np.savez(tmp_path / "old.npz", **legacy)
+    old_model, _ = load_model(tmp_path / "old.npz")
+    assert len(old_model.decision_rule_.ensembles) == 1
+    again, _ = load_model(save_model(old_model, tmp_path / "again.npz", FeatureConfig(n_mfcc=1, deltas=2, extra=())))
+    np.testing.assert_array_equal(again.decision_function(Xt), old_model.decision_function(Xt))
+    old = old_model.decision_rule_
     np.testing.assert_allclose(
         old.scores(clips), np.maximum(rule.ensembles[0].log_proba(statistics), -1e3) + rule.offsets
     )

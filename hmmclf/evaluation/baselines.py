@@ -28,9 +28,10 @@ def baseline_predictions(
     training part: the trees of the default ``boosted`` decision rule,
     :func:`~hmmclf.model.decision.boosted.fit_balanced_gbm`, without its HMM
     scores, cross-fitting and tuned offsets). Drawing every class up to the
-    largest instead (hmmclf 0.7) took three times as long on SPRSound, the
-    largest single item of its ``cv``, and scored no higher (79.0 against 79.3,
-    seeds 0-2).
+    largest instead (hmmclf 0.7) took 2.7 times as long on SPRSound (7.2 s
+    against 2.6 s for its five fits, profiled in one process), the largest
+    single item of its ``cv``, and scored no higher (79.0 against 79.3, seeds
+    0-2).
     """
     rng = np.random.default_rng(seed)
     freqs = np.array([np.mean(train_y == s) for s in CLASSES])

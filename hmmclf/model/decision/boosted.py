@@ -45,8 +45,8 @@ fewer than 1 000: with 20, trees on a few dozen rows cannot split at all and ans
 ROWS_PER_CLASS = 1000
 """Most rows per class the rule's trees (and the GBM baseline's) are grown on. Trees grown on a
 class's rows drawn up to the largest class (4 000 normal events in a SPRSound training part) cost
-several times as long and scored no better on the design half of either shared database (77.5
-against 77.7 on SPRSound; ICBHI's classes are all smaller)."""
+2.7 times as long (the GBM baseline on SPRSound, profiled) and scored no better on the design half
+of either shared database (77.5 against 77.7 on SPRSound; ICBHI's classes are all smaller)."""
 
 
 def fit_balanced_gbm(
@@ -80,6 +80,8 @@ def fit_balanced_gbm(
     return model.fit(X[rows], y[rows])
 
 
+LEGACY_PREFIX = "trees."
+"""Where a model file of hmmclf 0.5-0.7 keeps the boosted rule's one set of trees."""
 ABSENT_LOG_PROBA = -1e3
 """Log-probability given to a class the trees never saw (finite, so offsets can be searched)."""
 
@@ -253,6 +255,7 @@ class BoostedRule(DecisionRule):
         self.ensembles = ensembles
         self.offsets = np.zeros(len(CLASSES)) if offsets is None else np.asarray(offsets, dtype=np.float64)
         self.cross_fitted_score: float | None = None
+        self.legacy_single_set = False  # read from a model of hmmclf 0.5-0.7: saved again as it was
 
     @staticmethod
     def statistics(clips: ClipLikelihoods) -> np.ndarray:
@@ -311,22 +314,33 @@ class BoostedRule(DecisionRule):
         if not self.ensembles:
             return {}
         arrays = {"offsets": self.offsets}
-        for k, ensemble in enumerate(self.ensembles):
-            arrays.update({f"trees{k}.{name}": v for name, v in ensemble.to_arrays().items()})
+        for prefix, ensemble in zip(self._prefixes(), self.ensembles):
+            arrays.update({prefix + name: v for name, v in ensemble.to_arrays().items()})
         return arrays
+
+    def _prefixes(self) -> list[str]:
+        """``trees0.``, ``trees1.``, ...; ``trees.`` for the single set of a model of hmmclf 0.5-0.7."""
+        if self.legacy_single_set:
+            return [LEGACY_PREFIX]
+        return [f"trees{k}." for k in range(len(self.ensembles or ()))]
 
     @classmethod
     def from_arrays(cls, arrays, **options):
-        """Sets of trees under ``trees0.``, ``trees1.``, ...; a file of hmmclf 0.5-0.7 holds one, under ``trees.``."""
-        prefixes = ["trees."] if any(k.startswith("trees.") for k in arrays) else []
+        """Sets of trees under ``trees0.``, ``trees1.``, ...; a model of hmmclf 0.5-0.7 holds one, under ``trees.``."""
+        prefixes = []
         while any(k.startswith(f"trees{len(prefixes)}.") for k in arrays):
             prefixes.append(f"trees{len(prefixes)}.")
+        legacy = not prefixes and any(k.startswith(LEGACY_PREFIX) for k in arrays)
+        if legacy:
+            prefixes = [LEGACY_PREFIX]
         if not prefixes:
             raise ValueError("missing the boosted rule's trees")
         ensembles = [
             TreeEnsemble.from_arrays({k[len(p) :]: v for k, v in arrays.items() if k.startswith(p)}) for p in prefixes
         ]
-        return cls(options.get("random_state", 0), ensembles, checked_array(arrays, "offsets", (len(CLASSES),)))
+        rule = cls(options.get("random_state", 0), ensembles, checked_array(arrays, "offsets", (len(CLASSES),)))
+        rule.legacy_single_set = legacy
+        return rule
 
 
 def _clipped_log_proba(ensemble: TreeEnsemble, statistics: np.ndarray) -> np.ndarray:
