@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..model.decision.boosted import ROWS_PER_CLASS, fit_balanced_gbm
+from ..model.decision.boosted import fit_balanced_gbm
 from ..task.classes import CLASSES
 
 
@@ -35,7 +35,7 @@ def baseline_predictions(
     """
     rng = np.random.default_rng(seed)
     freqs = np.array([np.mean(train_y == s) for s in CLASSES])
-    gbm = fit_balanced_gbm(train_statistics, train_y, CLASSES, rng, seed, ROWS_PER_CLASS)
+    gbm = fit_balanced_gbm(train_statistics, train_y, CLASSES, rng, seed)
     return {
         "always_normal": np.full(len(test_statistics), "normal"),
         "prior_random": rng.choice(np.array(CLASSES), size=len(test_statistics), p=freqs),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,9 @@ def load_model(path: str | os.PathLike[str]) -> tuple[HMMClassifier, Any]:
         model.class_log_prior_ = checked_array(arrays, "class_log_prior", (len(CLASSES),)).copy()
         model.class_log_prior_[[CLASSES.index(name) for name in absent]] = -np.inf
         rule_arrays = {k[len(DECISION_PREFIX) :]: v for k, v in arrays.items() if k.startswith(DECISION_PREFIX)}
+        if meta["format_version"] < 5 and rule_name == "boosted":
+            # Format 4 kept the boosted rule's single set of trees under "trees.": it is set 0 now.
+            rule_arrays = {re.sub(r"^trees\.", "trees0.", k): v for k, v in rule_arrays.items()}
         rule = rule_from_arrays(rule_name, rule_arrays, **model.config.rule_options())
         fit_report = meta.get("fit_report", {})
         if not isinstance(fit_report, dict) or not isinstance(fit_report.get("decision") or {}, dict):

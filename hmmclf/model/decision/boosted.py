@@ -55,10 +55,9 @@ def fit_balanced_gbm(
     class_order: Sequence,
     rng: np.random.Generator,
     random_state: int,
-    rows_per_class: int | None = None,
 ):
     """A ``HistGradientBoostingClassifier`` (:data:`BOOST_SETTINGS`) fitted with every class of ``y``
-    resampled, with replacement, to the size of the largest (or to ``rows_per_class``, when smaller).
+    resampled, with replacement, to the size of the largest, at most :data:`ROWS_PER_CLASS`.
 
     Resampling rather than ``class_weight``: scikit-learn's weighted path cost more than the HMMs
     themselves; and scikit-learn's defaults (200 rounds at rate 0.1, 255 bins) cost several times
@@ -67,9 +66,7 @@ def fit_balanced_gbm(
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     present = [c for c in class_order if np.any(y == c)]
-    largest = max(int(np.sum(y == c)) for c in present)
-    if rows_per_class is not None:
-        largest = min(largest, int(rows_per_class))
+    largest = min(max(int(np.sum(y == c)) for c in present), ROWS_PER_CLASS)
     rows = np.concatenate([rng.choice(np.flatnonzero(y == c), largest, replace=True) for c in present])
     model = HistGradientBoostingClassifier(
         random_state=random_state,
@@ -80,8 +77,6 @@ def fit_balanced_gbm(
     return model.fit(X[rows], y[rows])
 
 
-LEGACY_PREFIX = "trees."
-"""Where a model file of hmmclf 0.5-0.7 keeps the boosted rule's one set of trees."""
 ABSENT_LOG_PROBA = -1e3
 """Log-probability given to a class the trees never saw (finite, so offsets can be searched)."""
 
@@ -255,7 +250,6 @@ class BoostedRule(DecisionRule):
         self.ensembles = ensembles
         self.offsets = np.zeros(len(CLASSES)) if offsets is None else np.asarray(offsets, dtype=np.float64)
         self.cross_fitted_score: float | None = None
-        self.legacy_single_set = False  # read from a model of hmmclf 0.5-0.7: saved again as it was
 
     @staticmethod
     def statistics(clips: ClipLikelihoods) -> np.ndarray:
@@ -269,7 +263,7 @@ class BoostedRule(DecisionRule):
 
     def _grow(self, statistics: np.ndarray, y: np.ndarray) -> TreeEnsemble:
         rng = np.random.default_rng(self.random_state)
-        model = fit_balanced_gbm(statistics, y, range(len(CLASSES)), rng, self.random_state, ROWS_PER_CLASS)
+        model = fit_balanced_gbm(statistics, y, range(len(CLASSES)), rng, self.random_state)
         return TreeEnsemble.from_sklearn(model, model.classes_)
 
     def fit(self, held_out, y, folds):
@@ -314,33 +308,23 @@ class BoostedRule(DecisionRule):
         if not self.ensembles:
             return {}
         arrays = {"offsets": self.offsets}
-        for prefix, ensemble in zip(self._prefixes(), self.ensembles):
-            arrays.update({prefix + name: v for name, v in ensemble.to_arrays().items()})
+        for k, ensemble in enumerate(self.ensembles):
+            arrays.update({f"trees{k}.{name}": v for name, v in ensemble.to_arrays().items()})
         return arrays
-
-    def _prefixes(self) -> list[str]:
-        """``trees0.``, ``trees1.``, ...; ``trees.`` for the single set of a model of hmmclf 0.5-0.7."""
-        if self.legacy_single_set:
-            return [LEGACY_PREFIX]
-        return [f"trees{k}." for k in range(len(self.ensembles or ()))]
 
     @classmethod
     def from_arrays(cls, arrays, **options):
-        """Sets of trees under ``trees0.``, ``trees1.``, ...; a model of hmmclf 0.5-0.7 holds one, under ``trees.``."""
+        """Sets of trees under ``trees0.``, ``trees1.``, ... (a model file of hmmclf 0.5-0.7 holds one
+        set, under ``trees.``: :func:`~hmmclf.model.model_io.load_model` renames it ``trees0.``)."""
         prefixes = []
         while any(k.startswith(f"trees{len(prefixes)}.") for k in arrays):
             prefixes.append(f"trees{len(prefixes)}.")
-        legacy = not prefixes and any(k.startswith(LEGACY_PREFIX) for k in arrays)
-        if legacy:
-            prefixes = [LEGACY_PREFIX]
         if not prefixes:
             raise ValueError("missing the boosted rule's trees")
         ensembles = [
             TreeEnsemble.from_arrays({k[len(p) :]: v for k, v in arrays.items() if k.startswith(p)}) for p in prefixes
         ]
-        rule = cls(options.get("random_state", 0), ensembles, checked_array(arrays, "offsets", (len(CLASSES),)))
-        rule.legacy_single_set = legacy
-        return rule
+        return cls(options.get("random_state", 0), ensembles, checked_array(arrays, "offsets", (len(CLASSES),)))
 
 
 def _clipped_log_proba(ensemble: TreeEnsemble, statistics: np.ndarray) -> np.ndarray:
