@@ -269,8 +269,8 @@ def test_predict_missing_path_is_a_user_error_and_an_undecodable_clip_an_error_e
 
 def test_train_explains_not_converged(trained):
     _, result = trained
-    assert "NOT converged (n_iter reached)" in result.stderr
-    assert "NOT converged means EM stopped at its limit of n_iter = 1 iterations" in result.stderr
+    assert "NOT converged (limit reached)" in result.stderr
+    assert "NOT converged means EM stopped at its limit of 1 iterations" in result.stderr
     assert "already reflects it" in result.stderr
 
 
@@ -283,8 +283,8 @@ def test_fit_report_explains_not_converged_only_when_a_class_did_not_converge():
 
     text = format_fit_report(fit_report([True, False, True, True]))
     lines = text.splitlines()
-    assert len(lines) == len(CLASSES) + 1 and "NOT converged (n_iter reached)" in lines[1]
-    assert lines[-1].strip().startswith("NOT converged means EM stopped at its limit of n_iter = 10 iterations")
+    assert len(lines) == len(CLASSES) + 1 and "NOT converged (limit reached)" in lines[1]
+    assert lines[-1].strip().startswith("NOT converged means EM stopped at its limit of 10 iterations")
     assert "10 by default" in lines[-1] and "held-out" in lines[-1] and "already reflects it" in lines[-1]
     assert "NOT converged means" not in format_fit_report(fit_report([True] * len(CLASSES)))
     assert "fit_frames" not in format_fit_report(fit_report([True] * len(CLASSES)))

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..model.label_hmm import WARM_START_ITERATIONS
 from ..task.classes import CLASSES
 
 
@@ -18,20 +19,24 @@ def format_fit_report(fit_report: dict[str, Any]) -> str:
         drawn = f" of {available}" if available > rep["clips"] else ""
         lines.append(
             f"  {name:8s} {rep['clips']:5d}{drawn} clips {rep['frames']:7d} frames, {rep['n_states']} states, "
-            f"{rep['iterations']} EM iterations, "
-            + ("converged" if rep["converged"] else "NOT converged (n_iter reached)")
+            f"{rep['iterations']} EM iterations{' from an inner fold' if rep.get('warm_start') else ''}, "
+            + ("converged" if rep["converged"] else "NOT converged (limit reached)")
         )
     if any(fit_report[name].get("clips_available", 0) > fit_report[name]["clips"] for name in CLASSES):
         lines.append(
             "  'N of M clips': a class with more than fit_frames frames is fitted on clips drawn at random "
             "(seeded) up to that many frames; its prior still counts all M."
         )
-    stopped = [fit_report[name]["iterations"] for name in CLASSES if not fit_report[name]["converged"]]
-    if stopped:
+    limits = [
+        rep.get("iteration_limit", rep["iterations"]) for rep in map(fit_report.get, CLASSES) if not rep["converged"]
+    ]
+    if limits:
         lines.append(
-            f"  NOT converged means EM stopped at its limit of n_iter = {max(stopped)} iterations (10 by default, "
-            "since more iterations gained little on held-out data) while the likelihood was still rising; "
-            "the fitted HMM is used as it is, and the cv Score, measured with the same limit, already reflects it."
+            f"  NOT converged means EM stopped at its limit of {max(limits)} iterations while the likelihood was still "
+            "rising. The limit is n_iter (10 by default, since more iterations gained little on held-out data), or "
+            f"at most {WARM_START_ITERATIONS} 'from an inner fold': EM then started from the HMM an inner fold had "
+            "fitted on part of these clips. The fitted HMM is used as it is, and the cv Score, measured with the "
+            "same limits, already reflects it."
         )
     features = fit_report.get("features")
     if features:

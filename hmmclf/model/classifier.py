@@ -28,7 +28,7 @@ from ..task.splits import make_folds
 from .config import ModelConfig
 from .decision import make_decision_rule
 from .decision.base import ArgmaxRule, ClipLikelihoods, DecisionRule
-from .inner_choice import choose_columns, cut_to, fit_rule_on_inner_folds
+from .inner_choice import choose_columns, cut_to, fit_rule_on_inner_folds, warm_start
 from .label_hmm import ABSENT_REPORT, LabelHMMTask, fit_label_hmm_task, log_likelihoods, rebuild_hmm
 
 SCALE_FLOOR = 1e-6
@@ -362,11 +362,18 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         rule = make_decision_rule(config.decision, **config.rule_options())
         folds, fallback = self._inner_folds(y, groups) if rule.tuned_on_inner_folds else (None, None)
         grouped = groups is not None
-        columns, view, tuned_rule, features_report = choose_columns(
+        choice = choose_columns(
             self, self._column_candidates(sequences[0].shape[1], config), sequences, y, folds, grouped, config
         )
+        columns, inner_models = choice.columns, choice.inner_models
         sequences = cut_to(sequences, columns)
         self.feature_columns_ = columns
+        if fallback is not None:
+            self.decision_rule_ = fallback
+        elif choice.rule is not None:
+            self.decision_rule_ = choice.rule
+        else:
+            self.decision_rule_, inner_models = fit_rule_on_inner_folds(self, rule, sequences, y, folds, grouped)
         if self.standardize:
             self.feature_mean_, scale = column_mean_std(sequences)
             self.feature_scale_ = np.maximum(scale, SCALE_FLOOR)
@@ -389,6 +396,7 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
                 self.feature_scale_,
                 config,
                 (self.random_state, k),
+                warm_start(inner_models, k),
             )
             for k, name in enumerate(CLASSES)
             if present[k]
@@ -399,16 +407,10 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
             hmm, report = next(fitted) if present[k] else (None, ABSENT_REPORT)
             self.hmms_.append(hmm)
             self.fit_report_[name] = report
-        if view is not None:
-            self._keep_columns(view)
-        if fallback is not None:
-            self.decision_rule_ = fallback
-        elif tuned_rule is not None:
-            self.decision_rule_ = tuned_rule
-        else:
-            self.decision_rule_ = fit_rule_on_inner_folds(self, rule, sequences, y, folds, grouped)
-        if features_report:
-            self.fit_report_["features"] = features_report
+        if choice.view is not None:
+            self._keep_columns(choice.view)
+        if choice.report:
+            self.fit_report_["features"] = choice.report
         if self.decision_rule_.tuned_on_inner_folds or "note" in self.decision_rule_.report:
             self.fit_report_["decision"] = self.decision_rule_.report
         return self
