@@ -19,6 +19,8 @@ Both are computed once per clip during extraction and cached with the features.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .features import FeatureConfig, compute_features, power_spectrogram, power_to_db
@@ -60,6 +62,17 @@ def channel_statistics(samples: np.ndarray, sample_rate: int, power: np.ndarray 
     if power is None:
         power = power_spectrogram(samples, config.frame_length, config.hop_length)
     mfcc = compute_features(samples, config, power=power)
-    band_db = power_to_db(power)
-    ltas = [band_db[band].mean() for band in band_index(power.shape[0], sample_rate)]
+    # Each band's mean dB over its bins and frames, as the mean of its bins' means over frames: from
+    # cumulative sums, in one pass, not one ndarray.mean per band and clip (a tenth of extraction).
+    bin_means = power_to_db(power).mean(axis=1)
+    sums = np.concatenate([[0.0], np.cumsum(bin_means, dtype=np.float64)])
+    starts, stops = _band_bounds(power.shape[0], sample_rate)
+    ltas = (sums[stops] - sums[starts]) / (stops - starts)
     return np.concatenate([mfcc.mean(axis=0), mfcc.std(axis=0), ltas]).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=16)
+def _band_bounds(n_bins: int, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """First and one-past-last FFT bin of each signature band, as two index arrays."""
+    bands = band_index(n_bins, sample_rate)
+    return np.array([b.start for b in bands]), np.array([b.stop for b in bands])
