@@ -89,7 +89,8 @@ def run(cmd: list[str], cwd: Path) -> tuple[float, float, subprocess.CompletedPr
 
 
 def hmmclf(*args: str) -> list[str]:
-    return [sys.executable, "-m", "hmmclf.app.cli", *args]
+    """The command line as the ``hmmclf`` console script starts it (``hmmclf.__main__``)."""
+    return [sys.executable, "-m", "hmmclf", *args]
 
 
 def warm_file_cache(data: Path, labels: Path) -> float:

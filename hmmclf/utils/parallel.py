@@ -265,7 +265,7 @@ def _local_executor(n_workers: int, modules: Sequence[str] = ()):
 
     with _executor_lock:
         _executor = get_reusable_executor(
-            max_workers=n_workers, timeout=_WORKER_IDLE_SECONDS, env=_WORKER_ENV, initializer=_ignore_sigint
+            max_workers=n_workers, timeout=_WORKER_IDLE_SECONDS, env=_WORKER_ENV, initializer=_start_worker
         )
         with _sigint_ignored():
             # A first task makes loky start its missing workers now, from this thread, while SIGINT is
@@ -305,6 +305,15 @@ def _sigint_ignored() -> Iterator[None]:
 
 
 _INTERRUPT_JOIN_SECONDS = 5.0
+
+
+def _start_worker() -> None:
+    """Worker initializer: SIGINT ignored (:func:`_ignore_sigint`) and freed memory given back to the
+    system as the command's own process does (:mod:`hmmclf.utils.allocator`)."""
+    from .allocator import fix_mmap_threshold
+
+    fix_mmap_threshold()
+    _ignore_sigint()
 
 
 def _ignore_sigint() -> None:
