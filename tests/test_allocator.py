@@ -17,25 +17,23 @@ def glibc() -> bool:
         return False
 
 
-# Ten arrays of 6 MiB, each followed by a small array that is kept; then the large ones are freed.
-# Before, a freed mapping of 20 MiB has raised glibc's threshold, as numpy's temporaries do in a cv.
+# Three arrays of 20 MiB, each followed by an array of 1 MiB that is kept (it comes from the heap's
+# top, so the heap cannot shrink below it); then the large ones are freed. A threshold above 20 MiB is
+# where glibc's own threshold rises (up to 32 MiB) once numpy's temporaries have been freed.
 PROBE = textwrap.dedent(
     """
     import sys
     import numpy as np
-    if sys.argv[1] == "fixed":
-        from hmmclf.utils.allocator import fix_mmap_threshold
-        assert fix_mmap_threshold()
+    from hmmclf.utils.allocator import fix_mmap_threshold
+    assert fix_mmap_threshold(int(sys.argv[1]))
     def rss_mib():
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * 4096 / 2**20
-    big = np.ones(20 << 20, dtype=np.uint8)
-    del big
     before = rss_mib()
     arrays, kept = [], []
-    for _ in range(10):
-        arrays.append(np.ones(6 << 20, dtype=np.uint8))
-        kept.append(np.ones(4096, dtype=np.uint8))
+    for _ in range(3):
+        arrays.append(np.ones(20 << 20, dtype=np.uint8))
+        kept.append(np.ones(1 << 20, dtype=np.uint8))
     del arrays
     print(rss_mib() - before)
     """
@@ -43,14 +41,14 @@ PROBE = textwrap.dedent(
 
 
 @pytest.mark.skipif(not glibc(), reason="glibc's allocator only")
-def test_freed_arrays_leave_the_process_with_a_fixed_threshold():
-    def retained(mode: str) -> float:
-        done = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True)
+def test_freed_arrays_leave_the_process_with_the_fixed_threshold():
+    def retained(threshold: int) -> float:
+        done = subprocess.run([sys.executable, "-c", PROBE, str(threshold)], capture_output=True, text=True, check=True)
         return float(done.stdout)
 
-    # glibc's own rising threshold keeps the 60 MiB on the heap; the fixed one gives them back.
-    assert retained("dynamic") > 40
-    assert retained("fixed") < 5
+    # Above the arrays' size the heap keeps their 60 MiB; at hmmclf's threshold only the 3 MiB kept stay.
+    assert retained(32 << 20) > 50
+    assert retained(allocator.MMAP_THRESHOLD_BYTES) < 10
 
 
 def test_no_glibc_no_change_and_the_threshold_is_validated(monkeypatch):

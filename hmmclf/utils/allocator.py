@@ -9,9 +9,11 @@ from the heap, and the process keeps the high-water mark of all of them. Setting
 once also stops it from rising.
 
 Measured with ``hmmclf cv --folds 5`` on the 5,500-clip corpus of the project's speed benchmark:
-the peak resident memory of the command and its worker, summed, fell from 1023-1029 MiB to 893 MiB
-(two runs each) with a fixed threshold of 4 MiB, and to 904-911 MiB with 1 MiB, whose extra
-mappings made the command a tenth slower.
+the peak resident memory of the command and its worker, summed, was 991-1039 MiB in ten runs of
+hmmclf 0.8.0 and 0.9.0 without a fixed threshold, and 887-908 MiB in four with it at 16 MiB (at
+4 MiB: 865-972 MiB in seven). The cost is system time, for the mappings' pages: a ``cv`` of
+SPRSound took 2.5-2.9 s of it instead of 1.4-1.8 s, for the same wall time within the machine's
+noise (and 2.6-3.4 s at 4 MiB).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import ctypes
 import os
 
-MMAP_THRESHOLD_BYTES = 4 << 20
+MMAP_THRESHOLD_BYTES = 16 << 20
 """Allocations of at least this many bytes get their own mapping, given back when freed."""
 _M_MMAP_THRESHOLD = -3
 """``mallopt``'s parameter number for the threshold (glibc's ``malloc.h``)."""
