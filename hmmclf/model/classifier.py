@@ -136,7 +136,9 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         Ergodic HMMs may move between any hidden states; left-right ones only
         stay or advance, and start in the first state.
     n_iter : int
-        Most EM iterations per HMM.
+        Most EM iterations per HMM. A final HMM that starts from an inner
+        fold's HMM of its class (rules tuned on inner folds) runs at most
+        ``WARM_START_ITERATIONS`` (3) of them.
     tol : float
         EM stops when an iteration gains less than this in log-likelihood per frame.
     min_covar : float
@@ -329,7 +331,10 @@ class HMMClassifier(ClassifierMixin, BaseEstimator):
         self.config  # noqa: B018 - validation happens when the config is made
 
     def fit(self, X: Sequence[np.ndarray], y: Sequence[str], groups: Sequence[str] | None = None) -> HMMClassifier:
-        """Fit one HMM per label class, then the decision rule.
+        """Fit the decision rule (on inner folds, when it is tuned there), then one HMM per label class.
+
+        With inner folds, each class's final HMM starts from the inner fold's HMM of that class
+        fitted on most of its frames (:func:`~hmmclf.model.inner_choice.warm_start`), not from k-means.
 
         Parameters
         ----------

@@ -1,19 +1,20 @@
 """Freed memory goes back to the operating system: a fixed mmap threshold for glibc's allocator.
 
 glibc serves an allocation of at least its *mmap threshold* with a mapping of its own, which is
-returned to the system as soon as it is freed; smaller ones come from the heap, whose freed space
-mostly stays with the process. The threshold starts at 128 KiB but rises, up to 32 MiB, each time
-a larger mapping is freed. After the first few of numpy's temporary arrays have come and gone,
-every later one of up to 32 MiB (a fold's frames, their squares, a block of log-densities) comes
-from the heap, and the process keeps the high-water mark of all of them. Setting the threshold
-once also stops it from rising.
+returned to the system as soon as it is freed; smaller ones come from the heap, which gives back
+only free space at its top, and only beyond a *trim threshold*. Both thresholds start low (128
+KiB) but rise, the first up to 32 MiB and the second to twice that, each time a larger mapping is
+freed. After the first few of numpy's temporary arrays have come and gone, every later one of up
+to 32 MiB (a fold's frames, their squares, a block of log-densities) comes from the heap, which
+then keeps the high-water mark of all of them. Setting the mmap threshold once stops both from
+rising: arrays of 16 MiB or more get mappings, and the heap gives free space back from 128 KiB on.
 
-Measured with ``hmmclf cv --folds 5`` on the 5,500-clip corpus of the project's speed benchmark:
-the peak resident memory of the command and its worker, summed, was 991-1039 MiB in ten runs of
-hmmclf 0.8.0 and 0.9.0 without a fixed threshold, and 887-908 MiB in four with it at 16 MiB (at
-4 MiB: 865-972 MiB in seven). The cost is system time, for the mappings' pages: a ``cv`` of
-SPRSound took 2.5-2.9 s of it instead of 1.4-1.8 s, for the same wall time within the machine's
-noise (and 2.6-3.4 s at 4 MiB).
+Measured with ``hmmclf cv --folds 5`` on the 5,500-clip corpus of the project's speed benchmark,
+the peak resident memory of the command and its worker, summed: 973-1039 MiB in fourteen runs of
+hmmclf 0.8.0 and 0.9.0 without it, 887-908 MiB in six with it (most of the saving is the heap's
+trimming: with the trim threshold left at 32 MiB, 964-993 MiB). The cost is the system time of
+mapping those pages again: on SPRSound, ``cv`` took 3.1 s of system time instead of 1.6 and 1.06
+times as long in wall time (medians of 4 alternating runs; range 0.87-1.11).
 """
 
 from __future__ import annotations
