@@ -11,11 +11,11 @@ import sys
 
 def main() -> None:
     """Start the command line (:func:`hmmclf.app.cli.run`)."""
-    from hmmclf.utils.allocator import fix_mmap_threshold
+    from hmmclf.utils.allocator import fix_malloc_thresholds
 
     # Before numpy allocates anything: large temporary arrays are given back to the system when
     # freed, not kept on the heap at their high-water mark (see hmmclf.utils.allocator).
-    fix_mmap_threshold()
+    fix_malloc_thresholds()
     try:
         from hmmclf.app.cli import run
     except KeyboardInterrupt:

@@ -24,8 +24,8 @@ PROBE = textwrap.dedent(
     """
     import sys
     import numpy as np
-    from hmmclf.utils.allocator import fix_mmap_threshold
-    assert fix_mmap_threshold(int(sys.argv[1]))
+    from hmmclf.utils.allocator import fix_malloc_thresholds
+    assert fix_malloc_thresholds(int(sys.argv[1]))
     def rss_mib():
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * 4096 / 2**20
@@ -53,18 +53,18 @@ def test_freed_arrays_leave_the_process_with_the_fixed_threshold():
 
 def test_no_glibc_no_change_and_the_threshold_is_validated(monkeypatch):
     with pytest.raises(ValueError, match="positive"):
-        allocator.fix_mmap_threshold(0)
+        allocator.fix_malloc_thresholds(0)
 
     def no_glibc(name):
         raise ValueError(name)
 
     monkeypatch.setattr(allocator.os, "confstr", no_glibc)
-    assert allocator.fix_mmap_threshold() is False
+    assert allocator.fix_malloc_thresholds() is False
 
 
 def test_worker_processes_fix_the_threshold_as_they_start(monkeypatch):
     calls = []
-    monkeypatch.setattr(allocator, "fix_mmap_threshold", lambda: calls.append("allocator") or True)
+    monkeypatch.setattr(allocator, "fix_malloc_thresholds", lambda: calls.append("allocator") or True)
     monkeypatch.setattr(parallel, "_ignore_sigint", lambda: calls.append("sigint"))
     parallel._start_worker()
     assert calls == ["allocator", "sigint"]

@@ -1,4 +1,4 @@
-"""Freed memory goes back to the operating system: a fixed mmap threshold for glibc's allocator.
+"""Freed memory goes back to the operating system: fixed mmap and trim thresholds for glibc's allocator.
 
 glibc serves an allocation of at least its *mmap threshold* with a mapping of its own, which is
 returned to the system as soon as it is freed; smaller ones come from the heap, which gives back
@@ -6,15 +6,17 @@ only free space at its top, and only beyond a *trim threshold*. Both thresholds 
 KiB) but rise, the first up to 32 MiB and the second to twice that, each time a larger mapping is
 freed. After the first few of numpy's temporary arrays have come and gone, every later one of up
 to 32 MiB (a fold's frames, their squares, a block of log-densities) comes from the heap, which
-then keeps the high-water mark of all of them. Setting the mmap threshold once stops both from
-rising: arrays of 16 MiB or more get mappings, and the heap gives free space back from 128 KiB on.
+then keeps the high-water mark of all of them. Setting both thresholds once stops them rising:
+arrays of 16 MiB or more get mappings, and the heap gives back free space beyond 4 MiB.
 
 Measured with ``hmmclf cv --folds 5`` on the 5,500-clip corpus of the project's speed benchmark,
 the peak resident memory of the command and its worker, summed: 973-1039 MiB in fourteen runs of
-hmmclf 0.8.0 and 0.9.0 without it, 887-908 MiB in six with it (most of the saving is the heap's
-trimming: with the trim threshold left at 32 MiB, 964-993 MiB). The cost is the system time of
-mapping those pages again: on SPRSound, ``cv`` took 3.1 s of system time instead of 1.6 and 1.06
-times as long in wall time (medians of 4 alternating runs; range 0.87-1.11).
+hmmclf 0.8.0 and 0.9.0 with glibc's own thresholds; 899-962 MiB in four with these; 887-908 MiB
+in six with a trim threshold of 128 KiB, which cost ``extract`` of the same corpus three times the
+system time (5.7 s against 1.6-2.0; these thresholds: 1.5-1.7 s); 964-993 MiB in two with a trim
+threshold of 32 MiB. The cost that remains is the system time of mapping freed pages again: on
+SPRSound, ``extract`` + ``cv`` took 3.6 s of it instead of 2.5 (0.8.0), for 1.03 times the wall
+time (range 0.93-1.06, three alternating runs; the warm start of 0.9.0 saved user time meanwhile).
 """
 
 from __future__ import annotations
@@ -24,12 +26,15 @@ import os
 
 MMAP_THRESHOLD_BYTES = 16 << 20
 """Allocations of at least this many bytes get their own mapping, given back when freed."""
-_M_MMAP_THRESHOLD = -3
-"""``mallopt``'s parameter number for the threshold (glibc's ``malloc.h``)."""
+TRIM_THRESHOLD_BYTES = 4 << 20
+"""Free space beyond this many bytes at the top of the heap is given back."""
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+"""``mallopt``'s parameter numbers (glibc's ``malloc.h``)."""
 
 
-def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
-    """Fix this process's mmap threshold at ``threshold`` bytes.
+def fix_malloc_thresholds(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
+    """Fix this process's mmap threshold at ``threshold`` bytes and its trim threshold at
+    :data:`TRIM_THRESHOLD_BYTES`.
 
     Returns True when it was set, False where the C library is not glibc (musl, macOS, Windows:
     nothing is changed there).
@@ -41,7 +46,8 @@ def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
     try:
         # The running program's own symbols, glibc's among them (no search for the library file).
         libc = ctypes.CDLL(None)
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, int(threshold)))
+        mapped = libc.mallopt(_M_MMAP_THRESHOLD, int(threshold))
+        return bool(mapped) and bool(libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
     except (OSError, AttributeError):  # pragma: no cover - a libc without mallopt
         return False
 

@@ -310,9 +310,9 @@ _INTERRUPT_JOIN_SECONDS = 5.0
 def _start_worker() -> None:
     """Worker initializer: SIGINT ignored (:func:`_ignore_sigint`) and freed memory given back to the
     system as the command's own process does (:mod:`hmmclf.utils.allocator`)."""
-    from .allocator import fix_mmap_threshold
+    from .allocator import fix_malloc_thresholds
 
-    fix_mmap_threshold()
+    fix_malloc_thresholds()
     _ignore_sigint()
 
 
