@@ -149,13 +149,7 @@ def fit_label_hmm(
     warm = start is not None and settings.implementation == "scaling" and start.means.shape == (n_states, n_features)
     if warm:
         limit = min(WARM_START_ITERATIONS, settings.n_iter)
-        em = _scaled_em(
-            moments,
-            lengths,
-            _warm_initial(start, feature_mean, feature_scale, settings),
-            limit,
-            tol,
-        )
+        em = _scaled_em(moments, lengths, _warm_initial(start, feature_mean, feature_scale, settings), limit, tol)
         if em is not None:
             hmm, history, implementation = *em, "scaling"
         else:
@@ -166,7 +160,7 @@ def fit_label_hmm(
         initial = _cold_initial(frames, lengths, n_states, settings, rng)
         log_space_seed = int(rng.integers(2**31 - 1))
         implementation = settings.implementation
-        em = _scaled_em(moments, lengths, initial, settings.n_iter, tol) if implementation == "scaling" else None
+        em = _scaled_em(moments, lengths, initial, limit, tol) if implementation == "scaling" else None
         if em is not None:
             hmm, history = em
         else:
@@ -174,7 +168,7 @@ def fit_label_hmm(
             # frame is improbable under every reachable state; the log-space
             # variant cannot underflow.
             implementation = "log"
-            hmm, history = _fit_log_space(frames, lengths, initial, settings, settings.n_iter, tol, log_space_seed)
+            hmm, history = _fit_log_space(frames, lengths, initial, settings, tol, log_space_seed)
     _repair_transitions(hmm)
     if not _finite(hmm.means_, hmm._covars_):
         raise ValueError("the HMM diverged to non-finite parameters")
@@ -277,7 +271,6 @@ def _fit_log_space(
     lengths: np.ndarray,
     initial: Initial,
     settings: ModelConfig,
-    n_iter: int,
     tol: float,
     seed: int,
 ) -> tuple[FastDiagGaussianHMM, list[float]]:
@@ -287,7 +280,7 @@ def _fit_log_space(
         n_components=len(startprob),
         covariance_type="diag",
         min_covar=settings.min_covar,
-        n_iter=n_iter,
+        n_iter=settings.n_iter,
         tol=tol,
         random_state=seed,
         init_params="",

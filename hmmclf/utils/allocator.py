@@ -32,21 +32,21 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 """``mallopt``'s parameter numbers (glibc's ``malloc.h``)."""
 
 
-def fix_malloc_thresholds(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
-    """Fix this process's mmap threshold at ``threshold`` bytes and its trim threshold at
+def fix_malloc_thresholds(mmap_threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
+    """Fix this process's mmap threshold at ``mmap_threshold`` bytes and its trim threshold at
     :data:`TRIM_THRESHOLD_BYTES`.
 
     Returns True when it was set, False where the C library is not glibc (musl, macOS, Windows:
     nothing is changed there).
     """
-    if threshold <= 0:
-        raise ValueError(f"threshold must be positive, got {threshold}")
+    if mmap_threshold <= 0:
+        raise ValueError(f"mmap_threshold must be positive, got {mmap_threshold}")
     if not _is_glibc():
         return False
     try:
         # The running program's own symbols, glibc's among them (no search for the library file).
         libc = ctypes.CDLL(None)
-        mapped = libc.mallopt(_M_MMAP_THRESHOLD, int(threshold))
+        mapped = libc.mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold))
         return bool(mapped) and bool(libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
     except (OSError, AttributeError):  # pragma: no cover - a libc without mallopt
         return False
