@@ -11,7 +11,9 @@ For a database whose labels file has a patient column, this script
 3. prints, per set: hmmclf's Score (mean ± sd over seeds) each way, its distance to the
    patient-grouped Score, the leakage audit's memorising probe (MFCC statistics without mean
    normalisation) under each kind of fold, the largest adjusted Rand index between the folds of two
-   seeds, and the share of training clips the dead zone leaves out.
+   seeds (beside two chance levels for the same groups: the mean index between folds that deal each
+   group to a fold uniformly at random, and the largest index among three such deals whose fold
+   sizes are similar), and the share of training clips the dead zone leaves out.
 
 usage: python scripts/grouping_study.py DATABASE_DIR WORK_DIR [--jobs N]
   DATABASE_DIR  holds train/ and train.csv (columns filename, label, patient_id)
@@ -69,8 +71,45 @@ def run_cv(work: Path, name: str, variant: str, seed: int, jobs: str) -> dict:
         command += ["--features", "features", "--out", str(out), "--jobs", jobs, *VARIANTS[variant]]
         subprocess.run(command, cwd=work, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     report = json.loads((out / "report.json").read_text())
-    report["fold_of"] = pd.read_csv(out / "predictions.csv").sort_values("file")["fold"].to_numpy()
+    predictions = pd.read_csv(out / "predictions.csv").sort_values("file")
+    report["fold_of"] = predictions["fold"].to_numpy()
+    report["group_of"] = predictions["group"].astype(str).to_numpy()
     return report
+
+
+def chance_agreement(groups: np.ndarray, n_folds: int = 5, draws: int = 20) -> float:
+    """Mean adjusted Rand index between folds that deal each group to a fold uniformly at random.
+
+    What the groups alone impose: clips of one group always share a fold, so even folds drawn with
+    no balancing at all agree beyond 0 when a few groups hold many clips (seeded draws 0..draws-1).
+    """
+    names, group_index = np.unique(groups, return_inverse=True)
+    folds = [np.random.default_rng(d).integers(n_folds, size=len(names))[group_index] for d in range(draws)]
+    return float(np.mean([adjusted_rand_score(a, b) for a, b in combinations(folds, 2)]))
+
+
+def balanced_chance(groups: np.ndarray, n_folds: int = 5, tolerance: float = 0.10, triples: int = 10) -> float:
+    """Median over ``triples`` of the largest adjusted Rand index among three random deals of similar size.
+
+    Groups dealt to folds uniformly at random, keeping only deals whose fold sizes vary by at most
+    ``tolerance`` (standard deviation over mean; rejection sampling, seed 0): how alike three seeds'
+    folds must be, at the least, once the folds are to be of similar size.
+    """
+    names, group_index = np.unique(groups, return_inverse=True)
+    rng = np.random.default_rng(0)
+    kept: list[np.ndarray] = []
+    for _ in range(1_000_000):
+        fold_of = rng.integers(n_folds, size=len(names))[group_index]
+        sizes = np.bincount(fold_of, minlength=n_folds)
+        if sizes.std() <= tolerance * sizes.mean():
+            kept.append(fold_of)
+            if len(kept) == 3 * triples:
+                break
+    largest = [
+        max(adjusted_rand_score(a, b) for a, b in combinations(kept[3 * t : 3 * t + 3], 2))
+        for t in range(len(kept) // 3)
+    ]
+    return float(np.median(largest)) if largest else float("nan")
 
 
 def summarise(name: str, runs: dict[str, list[dict]]) -> dict:
@@ -88,6 +127,8 @@ def summarise(name: str, runs: dict[str, list[dict]]) -> dict:
     for v in ("true", "inferred"):
         folds = [r["fold_of"] for r in runs[v]]
         row[f"ARI {v}"] = round(max(adjusted_rand_score(a, b) for a, b in combinations(folds, 2)), 2)
+        row[f"ARI {v}, groups dealt at random"] = round(chance_agreement(runs[v][0]["group_of"]), 2)
+        row[f"ARI {v}, random deals of similar size"] = round(balanced_chance(runs[v][0]["group_of"]), 2)
     dropped = [r["config"]["dead_zone"]["dropped"] for r in runs["inferred+dead zone"]]
     row["dead zone drops %"] = round(100 * np.mean(dropped))
     return row
