@@ -93,7 +93,8 @@ def balanced_chance(groups: np.ndarray, n_folds: int = 5, tolerance: float = 0.1
 
     Groups dealt to folds uniformly at random, keeping only deals whose fold sizes vary by at most
     ``tolerance`` (standard deviation over mean; rejection sampling, seed 0): how alike three seeds'
-    folds must be, at the least, once the folds are to be of similar size.
+    folds typically are when similar fold sizes are the only constraint (hmmclf also evens out the
+    classes).
     """
     names, group_index = np.unique(groups, return_inverse=True)
     rng = np.random.default_rng(0)
