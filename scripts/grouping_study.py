@@ -77,14 +77,20 @@ def run_cv(work: Path, name: str, variant: str, seed: int, jobs: str) -> dict:
     return report
 
 
+def random_deal(group_index: np.ndarray, n_folds: int, rng: np.random.Generator) -> np.ndarray:
+    """Each clip's fold when every group (``group_index``: 0..G-1 per clip) goes whole to a fold drawn
+    uniformly at random."""
+    return rng.integers(n_folds, size=int(group_index.max()) + 1)[group_index]
+
+
 def chance_agreement(groups: np.ndarray, n_folds: int = 5, draws: int = 20) -> float:
     """Mean adjusted Rand index between folds that deal each group to a fold uniformly at random.
 
     What the groups alone impose: clips of one group always share a fold, so even folds drawn with
     no balancing at all agree beyond 0 when a few groups hold many clips (seeded draws 0..draws-1).
     """
-    names, group_index = np.unique(groups, return_inverse=True)
-    folds = [np.random.default_rng(d).integers(n_folds, size=len(names))[group_index] for d in range(draws)]
+    group_index = np.unique(groups, return_inverse=True)[1]
+    folds = [random_deal(group_index, n_folds, np.random.default_rng(d)) for d in range(draws)]
     return float(np.mean([adjusted_rand_score(a, b) for a, b in combinations(folds, 2)]))
 
 
@@ -96,11 +102,11 @@ def balanced_chance(groups: np.ndarray, n_folds: int = 5, tolerance: float = 0.1
     folds typically are when similar fold sizes are the only constraint (hmmclf also evens out the
     classes).
     """
-    names, group_index = np.unique(groups, return_inverse=True)
+    group_index = np.unique(groups, return_inverse=True)[1]
     rng = np.random.default_rng(0)
     kept: list[np.ndarray] = []
     for _ in range(1_000_000):
-        fold_of = rng.integers(n_folds, size=len(names))[group_index]
+        fold_of = random_deal(group_index, n_folds, rng)
         sizes = np.bincount(fold_of, minlength=n_folds)
         if sizes.std() <= tolerance * sizes.mean():
             kept.append(fold_of)

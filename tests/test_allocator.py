@@ -1,6 +1,5 @@
 """Freed arrays go back to the operating system (glibc's mmap threshold, fixed by hmmclf.utils.allocator)."""
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -8,14 +7,6 @@ import textwrap
 import pytest
 
 from hmmclf.utils import allocator, parallel
-
-
-def glibc() -> bool:
-    try:
-        return os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc")
-    except (AttributeError, ValueError, OSError):
-        return False
-
 
 # Three arrays of 20 MiB, each followed by an array of 1 MiB that is kept (it comes from the heap's
 # top, so the heap cannot shrink below it); then the large ones are freed. A threshold above 20 MiB is
@@ -40,7 +31,7 @@ PROBE = textwrap.dedent(
 )
 
 
-@pytest.mark.skipif(not glibc(), reason="glibc's allocator only")
+@pytest.mark.skipif(not allocator._is_glibc(), reason="glibc's allocator only")
 def test_freed_arrays_leave_the_process_with_the_fixed_threshold():
     def retained(threshold: int) -> float:
         done = subprocess.run([sys.executable, "-c", PROBE, str(threshold)], capture_output=True, text=True, check=True)
