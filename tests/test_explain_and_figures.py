@@ -201,7 +201,8 @@ def test_explain_draws_what_the_peak_detectors_decide_with(trained, tmp_path):
 def test_explain_draws_what_the_boosted_rule_decides_with(trained, tmp_path):
     root, _ = trained
     features = extract_corpus(root / "train", root / "train.csv", root / "features", n_jobs=1).features
-    config = ModelConfig(n_states=3, n_iter=5, decision="boosted", features="all")
+    # Four patients: two inner folds of two (three folds would need six patients).
+    config = ModelConfig(n_states=3, n_iter=5, decision="boosted", features="all", inner_folds=2)
     _, model_path, _ = train_model(features, tmp_path / "boosted.npz", config)
     explanation, samples = explain_clip(root / "train" / "p1_wheeze_0.wav", model_path)
     decision = explanation["decision"]

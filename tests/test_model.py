@@ -7,7 +7,7 @@ from sklearn.model_selection import cross_validate
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from hmmclf.data.features import FeatureConfig
+from hmmclf.data.features import FeatureConfig, clip_statistics
 from hmmclf.model.baum_welch import gaussian_log_density, sequence_log_likelihoods
 from hmmclf.model.classifier import HMMClassifier
 from hmmclf.model.config import ModelConfig
@@ -44,10 +44,10 @@ def test_fit_predict_far_above_chance():
     report = model.fit_report_
     assert set(report) == set(CLASSES) | {"decision"}
     assert all(report[s]["iterations"] >= 1 for s in CLASSES)
-    # The default rule is "boosted": two cross-fitted sets of trees decide, their offsets tuned on
-    # what each set said of the clips it did not learn from.
+    # The default rule is "boosted": a cross-fitted set of trees per inner fold (three) decides, their
+    # offsets tuned on what each set said of the clips it did not learn from.
     decision = report["decision"]
-    assert decision["rule"] == "boosted" and decision["tree_sets"] == 2 == len(model.decision_rule_.ensembles)
+    assert decision["rule"] == "boosted" and decision["tree_sets"] == 3 == len(model.decision_rule_.ensembles)
     assert 0.5 < decision["inner_score"] <= 1.0
     auto = HMMClassifier(n_states=2, n_iter=10, decision="auto", features="auto").fit(X, y)
     decision = auto.fit_report_["decision"]
@@ -530,7 +530,7 @@ def test_nested_choices_never_see_the_outer_test_fold(tmp_path, monkeypatch, cho
     from hmmclf.data.extraction import extract_corpus
     from hmmclf.evaluation.cv import cross_validate
 
-    corpus = build_corpus(tmp_path / "corpus", per_patient=1, patients=8)
+    corpus = build_corpus(tmp_path / "corpus", per_patient=1, patients=12)  # 6 per training part, 2 per inner fold
     features = extract_corpus(corpus / "train", corpus / "train.csv", tmp_path / "f", n_jobs=1).features
     assert len(features.config.column_sets()["cepstra"]) < features.config.n_features
     fingerprint = lambda clip: (len(clip), round(float(clip[0, 0]), 4))  # noqa: E731 - column 0 is kept by both sets
@@ -565,7 +565,7 @@ def test_nested_choices_never_see_the_outer_test_fold(tmp_path, monkeypatch, cho
     if choices:
         assert all("inner_scores" in fold.fit_report["features"] for fold in result.folds)
     else:
-        assert all(fold.fit_report["decision"]["tree_sets"] == 2 for fold in result.folds)
+        assert all(fold.fit_report["decision"]["tree_sets"] == config.inner_folds for fold in result.folds)
 
 
 @pytest.mark.parametrize("n_classes", [2, 3, 4])
@@ -609,16 +609,22 @@ def test_boosted_rule_fits_round_trips_and_reads_clip_statistics(tmp_path):
     X, y = length_clips(0, per_class=40)  # trees need 20 clips per leaf
     model = HMMClassifier(n_states=2, n_iter=3, decision="boosted").fit(X, y)
     report = model.fit_report_["decision"]
-    assert report["rule"] == "boosted" and report["trees"] > 0 and report["inputs"] == 5 + 2 * X[0].shape[1]
+    n_features = X[0].shape[1]
+    assert report["rule"] == "boosted" and report["trees"] > 0 and report["inputs"] == 5 + 4 * n_features
     loaded, _ = load_model(save_model(model, tmp_path / "m.npz", FeatureConfig(n_mfcc=1, deltas=2, extra=())))
     Xt, yt = length_clips(1, per_class=40)
     np.testing.assert_array_equal(loaded.decision_function(Xt), model.decision_function(Xt))
     assert model.score(Xt, yt) > 0.6  # the clip length carries the class here, and the trees read it
-    # Two sets decide, each grown on one inner fold's held-out clips; their mean log-probability
-    # plus the offsets is the rule's score.
+    # A set per inner fold decides, each grown on the other inner folds' held-out clips; their mean
+    # log-probability plus the offsets is the rule's score.
     rule = model.decision_rule_
     clips = model._likelihoods(Xt, clip_stats=True)
     statistics = rule.statistics(clips)
+    # The trees read each standardised feature's mean and SD over the clip, then (since 0.10) its
+    # minimum and maximum: appended, so the columns an older model's trees read keep their places.
+    standard = [model._standardize(x) for x in Xt]
+    np.testing.assert_allclose(statistics[:, 5 : 5 + 2 * n_features], clip_statistics(standard))
+    np.testing.assert_allclose(statistics[:, 5 + 2 * n_features :], [np.r_[s.min(0), s.max(0)] for s in standard])
     mean = np.mean([np.maximum(e.log_proba(statistics), -1e3) for e in rule.ensembles], axis=0)
     np.testing.assert_allclose(rule.scores(clips), mean + rule.offsets)
     # A model file of hmmclf 0.5-0.7 (format 4) holds one set under "decision.trees.": it still loads.
@@ -626,7 +632,8 @@ def test_boosted_rule_fits_round_trips_and_reads_clip_statistics(tmp_path):
     meta = json.loads(str(arrays["meta"]))
     meta["format_version"] = 4
     arrays["meta"] = np.array(json.dumps(meta))
-    legacy = {k.replace("decision.trees0.", "decision.trees."): v for k, v in arrays.items() if "trees1." not in k}
+    later_sets = [k for k in arrays if k.startswith("decision.trees") and not k.startswith("decision.trees0.")]
+    legacy = {k.replace("decision.trees0.", "decision.trees."): v for k, v in arrays.items() if k not in later_sets}
     np.savez(tmp_path / "old.npz", **legacy)
     old_model, _ = load_model(tmp_path / "old.npz")
     assert len(old_model.decision_rule_.ensembles) == 1
@@ -690,7 +697,7 @@ def test_feature_candidates_share_one_inner_fit_and_score_through_the_exact_marg
     X, y, groups = feature_choice_data(0, "cepstra")
     model = HMMClassifier.from_config(ModelConfig(n_states=2, n_iter=4, features="auto"), feature_sets=FEATURE_SETS)
     model.fit(X, y, groups=groups)
-    # Two inner folds and the final fit, four class HMMs each, all on every column: not one fit per candidate.
+    # The inner folds and the final fit, four class HMMs each, all on every column: not one fit per candidate.
     assert len(fits) == (model.inner_folds + 1) * len(CLASSES)
     assert all(task.sequences[0].shape[1] == 4 for task in fits)
     assert model.fit_report_["features"]["chosen"] == "cepstra" and model.feature_columns_.tolist() == [0, 1]

@@ -335,9 +335,13 @@ def column_mean_std(sequences: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray
     return mean, np.sqrt(squares / n_frames)
 
 
-def clip_statistics(sequences: list[np.ndarray]) -> np.ndarray:
-    """Per-clip mean and standard deviation of every frame feature, shape (n_clips, 2 * n_features).
+def clip_statistics(sequences: list[np.ndarray], extremes: bool = False) -> np.ndarray:
+    """Per-clip mean and standard deviation of every frame feature, shape (n_clips, 2 * n_features);
+    with ``extremes``, then its minimum and maximum too, shape (n_clips, 4 * n_features).
 
-    The GBM baseline's input, a leakage-audit view and part of the "boosted" rule's input.
+    The mean and standard deviation are the GBM baseline's input and a leakage-audit view; all four
+    are the "boosted" rule's input (hmmclf 0.10 added the extremes: a crackle lasts a few frames,
+    which a mean over the clip dilutes and the extremes keep).
     """
-    return np.stack([np.concatenate([s.mean(axis=0), s.std(axis=0)]) for s in sequences])
+    summaries = (np.mean, np.std, np.min, np.max) if extremes else (np.mean, np.std)
+    return np.stack([np.concatenate([summary(s, axis=0) for summary in summaries]) for s in sequences])

@@ -108,7 +108,7 @@ class ModelConfig:
     features: str = "all"
     feature_margin: float = 0.03
     decision: str = "boosted"
-    inner_folds: int = 2
+    inner_folds: int = 3
     stack_c: float = 1.0
     peak_frames: int = 50
     select_margin: float = 0.03

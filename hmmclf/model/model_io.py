@@ -34,8 +34,10 @@ MODEL_FORMAT = "hmmclf-model"
 # Version 4 (hmmclf 0.5): "feature_columns", the frame columns the HMMs model (earlier files model all).
 # Version 5 (hmmclf 0.8): the "boosted" rule keeps its two cross-fitted sets of trees ("trees0.*",
 # "trees1.*"); a version 4 file's single set ("trees.*") still loads.
-MODEL_FORMAT_VERSION = 5
-READABLE_FORMAT_VERSIONS = (2, 3, 4, 5)
+# Version 6 (hmmclf 0.10): the "boosted" trees may read the clip's feature minima and maxima, which
+# a reader of version 5 does not compute; a version 5 file's trees never read them and still load.
+MODEL_FORMAT_VERSION = 6
+READABLE_FORMAT_VERSIONS = (2, 3, 4, 5, 6)
 DECISION_PREFIX = "decision."
 
 

@@ -41,9 +41,9 @@ class ClipLikelihoods:
     frame_increments : (sum(n_frames), 4) array or None
         Per-frame increments of the forward log-likelihood, clips concatenated,
         when the rule (or the caller) asked for them.
-    clip_statistics : (n_clips, 2 * n_features) array or None
-        Mean and standard deviation of each modelled frame feature over the
-        clip, when the rule asked for them.
+    clip_statistics : (n_clips, 4 * n_features) array or None
+        Mean, standard deviation, minimum and maximum of each modelled frame
+        feature over the clip, when the rule asked for them.
     """
 
     log_likelihood: np.ndarray

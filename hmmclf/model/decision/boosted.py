@@ -9,15 +9,17 @@ clips of the inner folds it fits scikit-learn's
 - the per-frame log-likelihood of the clip under each class's HMM, less
   their mean over the classes (4 values),
 - the log of the clip's length in frames,
-- the mean and standard deviation over the clip of every modelled frame
-  feature (the GBM baseline's input),
+- the mean, standard deviation, minimum and maximum over the clip of every
+  modelled frame feature (the first two are the GBM baseline's input; the
+  extremes came in hmmclf 0.10, after them, so the trees of an older model
+  file, which never read past the standard deviations, decide as before),
 
 with every class resampled to the size of the largest, at most
 :data:`ROWS_PER_CLASS` (a seeded draw), so the operating point balances
-sensitivity and specificity as the ICBHI Score does. The trees are grown
-twice, each time on one inner fold's held-out clips, and each set scores the
-other fold's clips: those cross-fitted probabilities tune the offsets, and
-both sets are kept, a clip's log-probability being their mean (no third set
+sensitivity and specificity as the ICBHI Score does. One set of trees is grown
+per inner fold, on the held-out clips of the other inner folds, and scores
+that fold's clips: those cross-fitted probabilities tune the offsets, and
+every set is kept, a clip's log-probability being their mean (no further set
 is grown on every clip). The trees are kept as plain arrays
 (:class:`TreeEnsemble`) and evaluated here, so a model file holds no pickled
 estimator.
@@ -253,7 +255,7 @@ class BoostedRule(DecisionRule):
 
     @staticmethod
     def statistics(clips: ClipLikelihoods) -> np.ndarray:
-        """(n_clips, 5 + 2 * n_features) inputs of the trees."""
+        """(n_clips, 5 + 4 * n_features) inputs of the trees."""
         if clips.clip_statistics is None:
             raise ValueError("the boosted rule needs the clips' feature statistics")
         per_frame = clips.log_likelihood / clips.n_frames[:, None]
