@@ -83,18 +83,18 @@ def random_deal(group_index: np.ndarray, n_folds: int, rng: np.random.Generator)
     return rng.integers(n_folds, size=int(group_index.max()) + 1)[group_index]
 
 
-def chance_agreement(groups: np.ndarray, n_folds: int = 5, draws: int = 20) -> float:
-    """Mean adjusted Rand index between folds that deal each group to a fold uniformly at random.
+def chance_agreement(group_index: np.ndarray, n_folds: int = 5, draws: int = 20) -> float:
+    """Mean adjusted Rand index between folds that deal each group (``group_index``: 0..G-1 per clip)
+    to a fold uniformly at random.
 
     What the groups alone impose: clips of one group always share a fold, so even folds drawn with
     no balancing at all agree beyond 0 when a few groups hold many clips (seeded draws 0..draws-1).
     """
-    group_index = np.unique(groups, return_inverse=True)[1]
     folds = [random_deal(group_index, n_folds, np.random.default_rng(d)) for d in range(draws)]
     return float(np.mean([adjusted_rand_score(a, b) for a, b in combinations(folds, 2)]))
 
 
-def balanced_chance(groups: np.ndarray, n_folds: int = 5, tolerance: float = 0.10, triples: int = 10) -> float:
+def balanced_chance(group_index: np.ndarray, n_folds: int = 5, tolerance: float = 0.10, triples: int = 10) -> float:
     """Median over ``triples`` of the largest adjusted Rand index among three random deals of similar size.
 
     Groups dealt to folds uniformly at random, keeping only deals whose fold sizes vary by at most
@@ -102,7 +102,6 @@ def balanced_chance(groups: np.ndarray, n_folds: int = 5, tolerance: float = 0.1
     folds typically are when similar fold sizes are the only constraint (hmmclf also evens out the
     classes).
     """
-    group_index = np.unique(groups, return_inverse=True)[1]
     rng = np.random.default_rng(0)
     kept: list[np.ndarray] = []
     for _ in range(1_000_000):
@@ -134,8 +133,9 @@ def summarise(name: str, runs: dict[str, list[dict]]) -> dict:
     for v in ("true", "inferred"):
         folds = [r["fold_of"] for r in runs[v]]
         row[f"ARI {v}"] = round(max(adjusted_rand_score(a, b) for a, b in combinations(folds, 2)), 2)
-        row[f"ARI {v}, groups dealt at random"] = round(chance_agreement(runs[v][0]["group_of"]), 2)
-        row[f"ARI {v}, random deals of similar size"] = round(balanced_chance(runs[v][0]["group_of"]), 2)
+        group_index = np.unique(runs[v][0]["group_of"], return_inverse=True)[1]
+        row[f"ARI {v}, groups dealt at random"] = round(chance_agreement(group_index), 2)
+        row[f"ARI {v}, random deals of similar size"] = round(balanced_chance(group_index), 2)
     dropped = [r["config"]["dead_zone"]["dropped"] for r in runs["inferred+dead zone"]]
     row["dead zone drops %"] = round(100 * np.mean(dropped))
     return row
