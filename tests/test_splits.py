@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
+import hmmclf.task.splits as splits
 from hmmclf.task.splits import make_folds
 
 
@@ -45,6 +46,29 @@ def test_the_seed_changes_the_grouped_folds():
             assert adjusted_rand_score(labels[a], labels[b]) <= 0.3
     again = _fold_labels(make_folds(classes, groups, 5, seed=1), len(classes))
     assert np.array_equal(again, labels[1])  # same seed, same folds
+
+
+def _largest_agreement(classes, groups, seeds=(0, 1, 2)) -> float:
+    labels = [_fold_labels(make_folds(classes, groups, 5, seed=s), len(classes)) for s in seeds]
+    return max(adjusted_rand_score(labels[a], labels[b]) for a in range(len(seeds)) for b in range(a + 1, len(seeds)))
+
+
+def test_seeds_of_one_block_deal_apart_even_when_one_patient_holds_many_clips(monkeypatch):
+    # One patient with about 110 of 750 clips, as the second ICBHI half: its clips always share a fold,
+    # so independent deals agree well above 0.3; deals that avoid the block's earlier pairings do not.
+    rng = np.random.default_rng(3)
+    sizes = np.concatenate([[110], rng.integers(5, 35, 33)])
+    groups = np.repeat([f"p{g}" for g in range(len(sizes))], sizes)
+    profile = rng.choice(["normal", "crackle", "wheeze", "both"], len(sizes), p=[0.5, 0.25, 0.15, 0.1])
+    classes = np.where(rng.random(len(groups)) < 0.4, "normal", np.repeat(profile, sizes))
+    apart = _largest_agreement(classes, groups)
+    first_of_blocks = [_fold_labels(make_folds(classes, groups, 5, seed=s), len(classes)) for s in (0, 10)]
+    monkeypatch.setattr(splits, "OVERLAP_WEIGHT", 0.0)
+    independent = _largest_agreement(classes, groups)
+    assert apart <= 0.2 < 0.3 < independent
+    # The first seed of a block (0, 10, ...) has nothing to avoid: its folds are an independent deal's.
+    for seed, labels in zip((0, 10), first_of_blocks):
+        assert np.array_equal(_fold_labels(make_folds(classes, groups, 5, seed=seed), len(classes)), labels)
 
 
 def test_too_few_groups_is_a_clear_error():
