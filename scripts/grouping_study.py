@@ -13,7 +13,9 @@ For a database whose labels file has a patient column, this script
    normalisation) under each kind of fold, the largest adjusted Rand index between the folds of two
    seeds (beside two chance levels for the same groups: the mean index between folds that deal each
    group to a fold uniformly at random, and the largest index among three such deals whose fold
-   sizes are similar), and the share of training clips the dead zone leaves out.
+   sizes are similar), the share of training clips the dead zone leaves out, and the share of test
+   clips that have a clip of their own patient in the training part (inferred groups, without and
+   with the dead zone: how far the groups keep patients apart).
 
 usage: python scripts/grouping_study.py DATABASE_DIR WORK_DIR [--jobs N]
   DATABASE_DIR  holds train/ and train.csv (columns filename, label, patient_id)
@@ -73,6 +75,7 @@ def run_cv(work: Path, name: str, variant: str, seed: int, jobs: str) -> dict:
     report = json.loads((out / "report.json").read_text())
     predictions = pd.read_csv(out / "predictions.csv").sort_values("file")
     report["fold_of"] = predictions["fold"].to_numpy()
+    report["file_of"] = predictions["file"].astype(str).to_numpy()
     report["group_of"] = predictions["group"].astype(str).to_numpy()
     return report
 
@@ -118,7 +121,31 @@ def balanced_chance(group_index: np.ndarray, n_folds: int = 5, tolerance: float 
     return float(np.median(largest)) if largest else float("nan")
 
 
-def summarise(name: str, runs: dict[str, list[dict]]) -> dict:
+def patients_in_training(work: Path, name: str, run: dict, dead_zone: bool) -> float:
+    """Share (%) of test clips that have a clip of their own patient in the training part of their
+    fold, under one run's folds (with its dead zone, recomputed as cv computes it, when asked)."""
+    from hmmclf.data.feature_store import load_feature_set
+    from hmmclf.data.labels import read_labels
+    from hmmclf.evaluation.dead_zone import dead_zone as make_dead_zone
+
+    features = load_feature_set(work / "features" / "features.npz")
+    features = features.with_labels(read_labels(work / f"{name}.csv", groups="none"))
+    fold_by_file = dict(zip(run["file_of"], run["fold_of"]))
+    fold_of = np.array([fold_by_file[f] for f in features.files])
+    index = np.arange(len(fold_of))
+    folds = [(index[fold_of != k], index[fold_of == k]) for k in range(int(fold_of.max()) + 1)]
+    if dead_zone:
+        zone = make_dead_zone(features, folds, run["config"]["seed"])
+        if abs(zone["dropped"] - run["config"]["dead_zone"]["dropped"]) > 1e-3:
+            raise RuntimeError(f"{name}: the recomputed dead zone is not the one cv used")
+        folds = zone["folds"]
+    patients = pd.read_csv(work / f"{name}_patients.csv", dtype=str).set_index("file")["patient_id"]
+    patient_of = patients.loc[list(features.files)].to_numpy()
+    shared = sum(np.isin(patient_of[test], patient_of[train]).sum() for train, test in folds)
+    return 100 * shared / len(patient_of)
+
+
+def summarise(name: str, runs: dict[str, list[dict]], work: Path) -> dict:
     score = {v: np.array([100 * r["score"] for r in rs]) for v, rs in runs.items()}
     probe = {v: np.mean([r["leakage"]["views"]["mfcc"]["score_folds_used"] for r in rs]) for v, rs in runs.items()}
     row = {"set": name, "clips": runs["true"][0]["n_clips"], "patients": runs["true"][0]["groups"]["n_groups"]}
@@ -138,6 +165,9 @@ def summarise(name: str, runs: dict[str, list[dict]]) -> dict:
         row[f"ARI {v}, random deals of similar size"] = round(balanced_chance(group_index), 2)
     dropped = [r["config"]["dead_zone"]["dropped"] for r in runs["inferred+dead zone"]]
     row["dead zone drops %"] = round(100 * np.mean(dropped))
+    for v in ("inferred", "inferred+dead zone"):
+        shared = [patients_in_training(work, name, r, v != "inferred") for r in runs[v]]
+        row[f"test clips with their patient in training %, {v}"] = round(np.mean(shared))
     return row
 
 
@@ -155,7 +185,7 @@ def main() -> int:
     rows = []
     for name in names:
         runs = {v: [run_cv(work, name, v, seed, args.jobs) for seed in SEEDS] for v in VARIANTS}
-        rows.append(summarise(name, runs))
+        rows.append(summarise(name, runs, work))
         print(f"{name}: done", file=sys.stderr)
     table = pd.DataFrame(rows).astype(str)
     print("| " + " | ".join(table.columns) + " |\n|" + "---|" * len(table.columns))
