@@ -75,6 +75,7 @@ def test_unknown_or_moved_config_is_a_one_line_error_naming_the_shipped_ones(tmp
         ("[model]\nn_sates = 3\n", "unknown [model] keys"),
         ("[model]\ntopology = 'circular'\n", "topology"),
         ("[cv]\nfolds = 'five'\n", "[cv] takes integers"),
+        ("[cv]\nseed = -1\n", "seed >= 0, repeats >= 1; got seed = -1"),
         ("[features]\nfmax = 9000.0\n", "invalid feature config"),
         ("name = \n", "invalid TOML"),
         ("[surprise]\n", "unknown top-level keys"),
@@ -85,6 +86,14 @@ def test_bad_configs_are_one_line_errors(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(HmmclfError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_experiment(path)
+
+
+def test_a_negative_seed_is_refused_before_any_work(tmp_path):
+    for command in (["cv", "--seed", "-1"], ["demo", str(tmp_path / "demo"), "--seed", "-1"]):
+        result = invoke(command, tmp_path)
+        assert result.exit_code == 2
+        assert "Invalid value for '--seed': -1 is not in the range x>=0" in result.stderr
+    assert not (tmp_path / "demo").exists()
 
 
 def test_cv_with_config_repeats_and_compare(corpus):

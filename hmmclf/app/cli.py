@@ -329,7 +329,7 @@ def extract(
     "--folds", type=click.IntRange(2, 100), default=None, help="Number of CV folds [default: the config's, else 5]."
 )
 @click.option(
-    "--seed", type=int, default=None, help="Seed of the fold split and the models [default: the config's, else 0]."
+    "--seed", type=click.IntRange(min=0), default=None, help="Seed of the folds and models [default: config's, else 0]."
 )
 @_features_option
 @_out_option("Report directory (default reports/cv-<timestamp>).", default=None, folder=True)
@@ -537,7 +537,7 @@ def explain(clip, model_path, out_path, true_label, fmt) -> None:
 
 @main.command()
 @click.argument("directory", default="demo", type=click.Path(file_okay=False))
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @_jobs_option
 def demo(directory: str, seed: int, jobs: int | None) -> None:
     """Synthesise a small corpus in DIRECTORY and run extract, cv, train and predict on it.

@@ -52,10 +52,10 @@ class CVSettings:
     def __post_init__(self) -> None:
         if self.dead_zone not in ("auto", "on", "off"):
             raise ValueError(f"[cv] dead_zone must be 'auto', 'on' or 'off', got {self.dead_zone!r}")
-        for name, low in (("folds", 2), ("seed", None), ("repeats", 1)):
+        for name, low in (("folds", 2), ("seed", 0), ("repeats", 1)):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or (low is not None and value < low):
-                raise ValueError(f"[cv] takes integers folds >= 2, seed, repeats >= 1; got {name} = {value!r}")
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"[cv] takes integers folds >= 2, seed >= 0, repeats >= 1; got {name} = {value!r}")
 
 
 @dataclass(frozen=True)
