@@ -120,6 +120,10 @@ def test_cv_with_config_repeats_and_compare(corpus):
     assert report["experiment"]["name"] == "small" and report["config"]["folds"] == 2
     assert report["config"]["feature_config"]["n_mfcc"] == 8
     assert len(report["repeats"]) == 2 and {r["seed"] for r in report["repeats"]} == {0, 1}
+    # How alike the two repeats' folds were, from the predictions of each (seed 1 deals apart from seed 0).
+    assert -1.0 <= report["repeat_fold_agreement"] < 1.0
+    agreement = f"adjusted Rand index of {report['repeat_fold_agreement']:.2f}"
+    assert agreement in (corpus / "r-small" / "report.md").read_text()
     assert set(report["baseline_repeat_mean_std"]) == {"always_normal", "prior_random", "gbm_clip_stats"}
     assert report["baseline_repeat_mean_std"]["always_normal"] == {"mean": 0.5, "std": 0.0}
     assert (

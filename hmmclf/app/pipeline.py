@@ -207,6 +207,7 @@ def _run_cv(
     from ..evaluation.report import write_cv_report
     from ..model.classifier import HMMClassifier
     from ..task.metrics import bootstrap_score_interval
+    from ..task.splits import fold_agreement
     from ..utils.parallel import release_workers
 
     out_dir = Path(out_dir)
@@ -255,6 +256,7 @@ def _run_cv(
             for r, run in enumerate(runs)
         ]
         extra["repeats"] = per_repeat
+        extra["repeat_fold_agreement"] = fold_agreement([run.predictions["fold"].to_numpy() for run in runs])
         extra["repeat_mean_std"] = {
             k: {"mean": float(np.mean([p[k] for p in per_repeat])), "std": float(np.std([p[k] for p in per_repeat]))}
             for k in ("score", "sensitivity", "specificity")

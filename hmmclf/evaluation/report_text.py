@@ -70,6 +70,14 @@ def configured_features(report: dict[str, Any]) -> str | None:
     return ((report.get("config") or {}).get("model_params") or {}).get("features")
 
 
+def describe_fold_agreement(agreement: float) -> str:
+    """One sentence on how alike the repeats' folds were (the largest adjusted Rand index of two)."""
+    return (
+        f"the repeats' folds agree at most at an adjusted Rand index of {agreement:.2f} "
+        "(1: the same folds, 0: no more alike than chance)"
+    )
+
+
 def describe_sprsound_score(report: dict[str, Any]) -> str | None:
     """The SPRSound challenge score in one sentence, or None for a report without it."""
     value = report.get("sprsound_score")
@@ -96,6 +104,8 @@ def format_summary(report: dict[str, Any]) -> str:
         seeds = ", ".join(str(r["seed"]) for r in report["repeats"])
         spread = ", ".join(f"{n} {v}" for n, v in mean_std(report["repeat_mean_std"]))
         lines.append(f"over {len(report['repeats'])} repeats (seeds {seeds}): {spread}")
+        if report.get("repeat_fold_agreement") is not None:
+            lines.append(describe_fold_agreement(report["repeat_fold_agreement"]))
         if report.get("baseline_repeat_mean_std"):
             lines.append(
                 "baselines over the same repeats: "

@@ -137,6 +137,21 @@ def _deal(counts: np.ndarray, n_folds: int, seed: int, earlier: np.ndarray) -> n
     return fold_of_group
 
 
+def fold_agreement(fold_labels: list[np.ndarray]) -> float:
+    """The largest adjusted Rand index between two runs' folds (each array: the fold of every clip).
+
+    1 means the same folds, 0 no more alike than chance: how different the folds of repeated
+    cross-validation really were, and so how much its spread over seeds can say.
+    """
+    from itertools import combinations
+
+    from sklearn.metrics import adjusted_rand_score
+
+    if len(fold_labels) < 2:
+        raise ValueError("fold agreement needs the folds of at least two runs")
+    return float(max(adjusted_rand_score(a, b) for a, b in combinations(fold_labels, 2)))
+
+
 def _check_disjoint(folds: list[tuple[np.ndarray, np.ndarray]], groups: np.ndarray) -> None:
     for k, (train, test) in enumerate(folds):
         shared = set(groups[train].tolist()) & set(groups[test].tolist())
