@@ -124,6 +124,8 @@ def test_cv_with_config_repeats_and_compare(corpus):
     assert -1.0 <= report["repeat_fold_agreement"] < 1.0
     agreement = f"adjusted Rand index of {report['repeat_fold_agreement']:.2f}"
     assert agreement in (corpus / "r-small" / "report.md").read_text()
+    page = (corpus / "r-small" / "report.html").read_text()
+    assert "Repeated CV" in page and agreement in page and page.count("<td>mean ± std</td>") == 1
     assert set(report["baseline_repeat_mean_std"]) == {"always_normal", "prior_random", "gbm_clip_stats"}
     assert report["baseline_repeat_mean_std"]["always_normal"] == {"mean": 0.5, "std": 0.0}
     assert (

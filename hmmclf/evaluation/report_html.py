@@ -16,6 +16,7 @@ from .report_text import (
     SCORE_HEADER,
     config_rows,
     configured_features,
+    describe_fold_agreement,
     describe_grouping,
     describe_groups_results,
     describe_interval,
@@ -24,6 +25,7 @@ from .report_text import (
     features_chosen,
     group_table_rows,
     header_rows,
+    mean_std,
     pct,
     rule_chosen,
     score_rows,
@@ -101,8 +103,24 @@ def _scores(report: dict[str, Any]) -> str:
         + "<p>Se: exact-class hits over all abnormal clips; Sp: recall of normal; Score = (Se+Sp)/2.\n"
         + "Always answering normal scores 50.</p>"
         + (f"<p>{html.escape(sprsound)}.</p>" if sprsound else "")
+        + _repeats(report)
         + interval
         + leakage
+    )
+
+
+def _repeats(report: dict[str, Any]) -> str:
+    """Each repeat's Score, Se and Sp, their mean and spread, and how alike the repeats' folds were."""
+    if not report.get("repeats"):
+        return ""
+    rows = [[r["seed"], pct(r["score"]), pct(r["sensitivity"]), pct(r["specificity"])] for r in report["repeats"]]
+    rows.append(["mean ± std", *(v for _, v in mean_std(report["repeat_mean_std"]))])
+    agreement = report.get("repeat_fold_agreement")
+    sentence = describe_fold_agreement(agreement) if agreement is not None else ""
+    return (
+        "<h3>Repeated CV (the tables below detail the first seed)</h3>"
+        + html_table(["seed", "Score", "Se", "Sp"], rows)
+        + (f"<p>{html.escape(sentence[0].upper() + sentence[1:])}.</p>" if sentence else "")
     )
 
 
