@@ -37,6 +37,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import adjusted_rand_score
 
+from hmmclf.task.splits import fold_agreement
+
 VARIANTS = {
     "true": ["--groups", "patient_id", "--dead-zone", "off"],
     "inferred": ["--groups", "infer", "--dead-zone", "off"],
@@ -114,10 +116,7 @@ def balanced_chance(group_index: np.ndarray, n_folds: int = 5, tolerance: float 
             kept.append(fold_of)
             if len(kept) == 3 * triples:
                 break
-    largest = [
-        max(adjusted_rand_score(a, b) for a, b in combinations(kept[3 * t : 3 * t + 3], 2))
-        for t in range(len(kept) // 3)
-    ]
+    largest = [fold_agreement(kept[3 * t : 3 * t + 3]) for t in range(len(kept) // 3)]
     return float(np.median(largest)) if largest else float("nan")
 
 
@@ -159,7 +158,7 @@ def summarise(name: str, runs: dict[str, list[dict]], work: Path) -> dict:
         row[f"probe {v}"] = round(probe[v], 1)
     for v in ("true", "inferred"):
         folds = [r["fold_of"] for r in runs[v]]
-        row[f"ARI {v}"] = round(max(adjusted_rand_score(a, b) for a, b in combinations(folds, 2)), 2)
+        row[f"ARI {v}"] = round(fold_agreement(folds), 2)
         group_index = np.unique(runs[v][0]["group_of"], return_inverse=True)[1]
         row[f"ARI {v}, groups dealt at random"] = round(chance_agreement(group_index), 2)
         row[f"ARI {v}, random deals of similar size"] = round(balanced_chance(group_index), 2)

@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 import hmmclf.task.splits as splits
-from hmmclf.task.splits import make_folds
+from hmmclf.task.splits import fold_agreement, make_folds
 
 
 def _corpus(n_groups: int = 60, seed: int = 0):
@@ -49,8 +49,7 @@ def test_the_seed_changes_the_grouped_folds():
 
 
 def _largest_agreement(classes, groups, seeds=(0, 1, 2)) -> float:
-    labels = [_fold_labels(make_folds(classes, groups, 5, seed=s), len(classes)) for s in seeds]
-    return max(adjusted_rand_score(labels[a], labels[b]) for a in range(len(seeds)) for b in range(a + 1, len(seeds)))
+    return fold_agreement([_fold_labels(make_folds(classes, groups, 5, seed=s), len(classes)) for s in seeds])
 
 
 def test_seeds_of_one_block_deal_apart_even_when_one_patient_holds_many_clips(monkeypatch):
@@ -69,6 +68,14 @@ def test_seeds_of_one_block_deal_apart_even_when_one_patient_holds_many_clips(mo
     # The first seed of a block (0, 10, ...) has nothing to avoid: its folds are an independent deal's.
     for seed, labels in zip((0, 10), first_of_blocks):
         assert np.array_equal(_fold_labels(make_folds(classes, groups, 5, seed=seed), len(classes)), labels)
+
+
+def test_fold_agreement_is_the_largest_adjusted_rand_index_of_two_runs():
+    same, relabelled, other = np.array([0, 0, 1, 1, 2, 2]), np.array([2, 2, 0, 0, 1, 1]), np.array([0, 1, 0, 1, 0, 1])
+    assert fold_agreement([same, relabelled]) == pytest.approx(1.0)  # fold numbers do not matter
+    assert fold_agreement([same, other]) < 0.0 < fold_agreement([same, other, relabelled]) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="at least two runs"):
+        fold_agreement([same])
 
 
 def test_too_few_groups_is_a_clear_error():
