@@ -32,12 +32,16 @@ import subprocess
 import sys
 from itertools import combinations
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import adjusted_rand_score
 
 from hmmclf.task.splits import fold_agreement
+
+if TYPE_CHECKING:
+    from hmmclf.data.feature_store import FeatureSet
 
 VARIANTS = {
     "true": ["--groups", "patient_id", "--dead-zone", "off"],
@@ -120,15 +124,22 @@ def balanced_chance(group_index: np.ndarray, n_folds: int = 5, tolerance: float 
     return float(np.median(largest)) if largest else float("nan")
 
 
-def patients_in_training(work: Path, name: str, run: dict, dead_zone: bool) -> float:
-    """Share (%) of test clips that have a clip of their own patient in the training part of their
-    fold, under one run's folds (with its dead zone, recomputed as cv computes it, when asked)."""
+def set_clips(work: Path, name: str) -> tuple[FeatureSet, np.ndarray]:
+    """One set's clips from the study's feature cache (read once per set) and each clip's patient."""
     from hmmclf.data.feature_store import load_feature_set
     from hmmclf.data.labels import read_labels
-    from hmmclf.evaluation.dead_zone import dead_zone as make_dead_zone
 
     features = load_feature_set(work / "features" / "features.npz")
     features = features.with_labels(read_labels(work / f"{name}.csv", groups="none"))
+    patients = pd.read_csv(work / f"{name}_patients.csv", dtype=str).set_index("file")["patient_id"]
+    return features, patients.loc[list(features.files)].to_numpy()
+
+
+def patients_in_training(features: FeatureSet, patient_of: np.ndarray, run: dict, dead_zone: bool) -> float:
+    """Share (%) of test clips that have a clip of their own patient in the training part of their
+    fold, under one run's folds (with its dead zone, recomputed as cv computes it, when asked)."""
+    from hmmclf.evaluation.dead_zone import dead_zone as make_dead_zone
+
     fold_by_file = dict(zip(run["file_of"], run["fold_of"]))
     fold_of = np.array([fold_by_file[f] for f in features.files])
     index = np.arange(len(fold_of))
@@ -136,10 +147,8 @@ def patients_in_training(work: Path, name: str, run: dict, dead_zone: bool) -> f
     if dead_zone:
         zone = make_dead_zone(features, folds, run["config"]["seed"])
         if abs(zone["dropped"] - run["config"]["dead_zone"]["dropped"]) > 1e-3:
-            raise RuntimeError(f"{name}: the recomputed dead zone is not the one cv used")
+            raise RuntimeError("the recomputed dead zone is not the one cv used")
         folds = zone["folds"]
-    patients = pd.read_csv(work / f"{name}_patients.csv", dtype=str).set_index("file")["patient_id"]
-    patient_of = patients.loc[list(features.files)].to_numpy()
     shared = sum(np.isin(patient_of[test], patient_of[train]).sum() for train, test in folds)
     return 100 * shared / len(patient_of)
 
@@ -164,8 +173,9 @@ def summarise(name: str, runs: dict[str, list[dict]], work: Path) -> dict:
         row[f"ARI {v}, random deals of similar size"] = round(balanced_chance(group_index), 2)
     dropped = [r["config"]["dead_zone"]["dropped"] for r in runs["inferred+dead zone"]]
     row["dead zone drops %"] = round(100 * np.mean(dropped))
+    features, patient_of = set_clips(work, name)
     for v in ("inferred", "inferred+dead zone"):
-        shared = [patients_in_training(work, name, r, v != "inferred") for r in runs[v]]
+        shared = [patients_in_training(features, patient_of, r, v != "inferred") for r in runs[v]]
         row[f"test clips with their patient in training %, {v}"] = round(np.mean(shared))
     return row
 

@@ -120,7 +120,7 @@ def _repeats(report: dict[str, Any]) -> str:
     return (
         "<h3>Repeated CV (the tables below detail the first seed)</h3>"
         + html_table(["seed", "Score", "Se", "Sp"], rows)
-        + (f"<p>{html.escape(sentence[0].upper() + sentence[1:])}.</p>" if sentence else "")
+        + (f"<p>{html.escape(sentence)}.</p>" if sentence else "")
     )
 
 

@@ -46,8 +46,7 @@ def format_markdown(report: dict[str, Any]) -> str:
         ]
         out += ["| mean ± std | " + " | ".join(v for _, v in words.mean_std(report["repeat_mean_std"])) + " |", ""]
         if report.get("repeat_fold_agreement") is not None:
-            sentence = words.describe_fold_agreement(report["repeat_fold_agreement"])
-            out += [sentence[0].upper() + sentence[1:] + ".", ""]
+            out += [words.describe_fold_agreement(report["repeat_fold_agreement"]) + ".", ""]
     if report.get("score_interval"):
         text = words.describe_interval(report) + "."
         out += [f"**{text}**" if "includes 50" in text or "below 50" in text else text, ""]

@@ -73,7 +73,7 @@ def configured_features(report: dict[str, Any]) -> str | None:
 def describe_fold_agreement(agreement: float) -> str:
     """One sentence on how alike the repeats' folds were (the largest adjusted Rand index of two)."""
     return (
-        f"the repeats' folds agree at most at an adjusted Rand index of {agreement:.2f} "
+        f"The repeats' folds agree at most at an adjusted Rand index of {agreement:.2f} "
         "(1: the same folds, 0: no more alike than chance)"
     )
 

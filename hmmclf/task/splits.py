@@ -91,11 +91,11 @@ def grouped_folds(
         raise ValueError(f"only {len(names)} groups: cannot make {n_folds} grouped folds")
     counts = np.zeros((len(names), len(labels)))
     np.add.at(counts, (group_of, class_of), 1)
-    earlier: list[np.ndarray] = []  # the fold of each group under the block's earlier seeds
-    for block_seed in range(seed - seed % SEED_BLOCK, seed + 1):
-        fold_of_group = _deal(counts, n_folds, block_seed, np.array(earlier, dtype=np.int64).reshape(-1, len(names)))
-        earlier.append(fold_of_group)
-    fold_of = fold_of_group[group_of]
+    # Row i: the fold of each group under the block's i-th seed; the last row is this seed's deal.
+    deals = np.empty((seed % SEED_BLOCK + 1, len(names)), dtype=np.int64)
+    for i in range(len(deals)):
+        deals[i] = _deal(counts, n_folds, seed - seed % SEED_BLOCK + i, deals[:i])
+    fold_of = deals[-1][group_of]
     index = np.arange(len(classes))
     folds = [(index[fold_of != k], index[fold_of == k]) for k in range(n_folds)]
     if any(len(test) == 0 for _, test in folds):  # pragma: no cover - the size term fills every fold first
