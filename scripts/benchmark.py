@@ -19,7 +19,8 @@ whether each is met is printed at the end.
 Usage::
 
     python scripts/benchmark.py --data ../shared/data/icbhi/train --labels ../shared/data/icbhi/train.csv \\
-        [--sequentia-python /path/to/venv/bin/python] [--scaling] [--repeats 3] [--json-out bench.json]
+        [--sequentia-python /path/to/venv/bin/python] [--scaling] [--repeats 3] [--json-out bench.json] \\
+        [--config NAME|PATH]
 """
 
 from __future__ import annotations
@@ -134,22 +135,31 @@ def prepare(work: Path, data: Path, labels: Path, patients: float = 1.0) -> int:
     return len(table)
 
 
-def bench_hmmclf(work: Path, folds: int, jobs: int, predict: bool = True) -> dict:
+def bench_hmmclf(work: Path, folds: int, jobs: int, predict: bool = True, config: str | None = None) -> dict:
+    """``extract`` (empty cache) and ``cv``, then with ``predict`` ``train`` and ``predict``, of ``config``
+    (an experiment name or a TOML path; the default configuration when None)."""
     import pandas as pd
 
+    chosen = ["--config", config] if config else []
     out: dict = {}
-    out["extract_s"], rss_extract, _ = run(hmmclf("extract", "--jobs", str(jobs)), work)
-    index = pd.read_csv(work / "features" / "index.csv")
+    out["extract_s"], rss_extract, _ = run(hmmclf("extract", "--jobs", str(jobs), *chosen), work)
+    # A configuration with other features than the default's keeps its cache in features/config-<fingerprint>/.
+    caches = sorted((work / "features").rglob("index.csv"))
+    if len(caches) != 1:
+        raise SystemExit(f"benchmark: expected one feature cache under {work / 'features'}, found {len(caches)}")
+    index = pd.read_csv(caches[0])
     out["clips"] = len(index)
     out["audio_s"] = float(index["duration"].sum())
     out["x_real_time"] = out["audio_s"] / out["extract_s"]
-    out["cv_s"], rss_cv, _ = run(hmmclf("cv", "--folds", str(folds), "--jobs", str(jobs), "--out", "report"), work)
+    out["cv_s"], rss_cv, _ = run(
+        hmmclf("cv", "--folds", str(folds), "--jobs", str(jobs), "--out", "report", *chosen), work
+    )
     report = json.loads((work / "report" / "report.json").read_text())
     out.update({k: report[k] for k in ("score", "sensitivity", "specificity")})
     out["peak_rss_mib"] = max(rss_extract, rss_cv)
     out["peak_rss_cv_mib"] = rss_cv
     if predict:
-        run(hmmclf("train"), work)
+        run(hmmclf("train", *chosen), work)
         one = str(Path("train") / index["file"].iloc[0])
         out["import_s"], _, _ = run([sys.executable, "-c", "import hmmclf.app.cli"], work)
         out["predict_one_s"], _, _ = run(hmmclf("predict", one), work)
@@ -227,8 +237,16 @@ def main() -> None:
     parser.add_argument(
         "--repeats", type=int, default=3, help="Runs of each pipeline, alternating; times are medians. [3]"
     )
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="Experiment of hmmclf's extract, cv and train: a shipped name or a TOML path (default: none, "
+        "the default configuration). A path is made absolute: the runs work in temporary folders.",
+    )
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args()
+    if args.config and Path(args.config).is_file():
+        args.config = str(Path(args.config).resolve())
 
     root = Path(tempfile.mkdtemp(prefix="hmmclf-bench-"))
     try:
@@ -244,7 +262,7 @@ def main() -> None:
             seconds = warm_file_cache(args.data, args.labels)
             print(f"benchmark: warming the file cache ({seconds:.1f} s, untimed)", file=sys.stderr)
             warm_imports(sys.executable, HMMCLF_MODULES)
-            ours_runs.append(bench_hmmclf(work, args.folds, args.jobs, predict=(repeat == 0)))
+            ours_runs.append(bench_hmmclf(work, args.folds, args.jobs, predict=(repeat == 0), config=args.config))
             print(
                 f"benchmark: hmmclf run {repeat + 1}: "
                 f"extract {ours_runs[-1]['extract_s']:.1f} s, cv {ours_runs[-1]['cv_s']:.1f} s",
@@ -260,7 +278,7 @@ def main() -> None:
                     sequentia_runs.append(run_result)
                     print(f"benchmark: Sequentia run {repeat + 1}: {run_result['wall_s']:.1f} s", file=sys.stderr)
         ours = summarise(ours_runs)
-        results: dict = {"hmmclf": ours, "hmmclf_runs": ours_runs}
+        results: dict = {"config": args.config or "default", "hmmclf": ours, "hmmclf_runs": ours_runs}
         if sequentia_runs:
             results["sequentia"] = summarise(sequentia_runs)
             results["sequentia_runs"] = sequentia_runs
@@ -269,7 +287,7 @@ def main() -> None:
             for fraction in (0.25, 0.5, 1.0):
                 work = root / f"scale-{fraction}"
                 prepare(work, args.data, args.labels, patients=fraction)
-                r = bench_hmmclf(work, args.folds, args.jobs, predict=False)
+                r = bench_hmmclf(work, args.folds, args.jobs, predict=False, config=args.config)
                 results["scaling"].append(
                     {"patients": fraction, "clips": r["clips"], "peak_rss_mib": r["peak_rss_mib"], "cv_s": r["cv_s"]}
                 )
@@ -277,6 +295,7 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
 
     rows = [
+        ("hmmclf configuration", args.config or "default", "", ""),
         ("clips", f"{ours['clips']}", "", ""),
         ("audio seconds", f"{ours['audio_s']:.0f}", "", ""),
         ("extract s (median of %d runs)" % ours["runs"], f"{ours['extract_s']:.2f}", "", ""),
