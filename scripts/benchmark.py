@@ -135,6 +135,15 @@ def prepare(work: Path, data: Path, labels: Path, patients: float = 1.0) -> int:
     return len(table)
 
 
+def feature_cache(work: Path, config: str | None) -> Path:
+    """Where ``hmmclf extract`` run in ``work`` with ``config`` keeps its cache (hmmclf's own rule: a folder
+    of its own inside ``features/`` for features other than the default's)."""
+    from hmmclf.app.experiment import load_experiment
+    from hmmclf.app.pipeline import features_dir_for
+
+    return features_dir_for(work / "features", load_experiment(config).features if config else None)
+
+
 def bench_hmmclf(work: Path, folds: int, jobs: int, predict: bool = True, config: str | None = None) -> dict:
     """``extract`` (empty cache) and ``cv``, then with ``predict`` ``train`` and ``predict``, of ``config``
     (an experiment name or a TOML path; the default configuration when None)."""
@@ -143,11 +152,7 @@ def bench_hmmclf(work: Path, folds: int, jobs: int, predict: bool = True, config
     chosen = ["--config", config] if config else []
     out: dict = {}
     out["extract_s"], rss_extract, _ = run(hmmclf("extract", "--jobs", str(jobs), *chosen), work)
-    # A configuration with other features than the default's keeps its cache in features/config-<fingerprint>/.
-    caches = sorted((work / "features").rglob("index.csv"))
-    if len(caches) != 1:
-        raise SystemExit(f"benchmark: expected one feature cache under {work / 'features'}, found {len(caches)}")
-    index = pd.read_csv(caches[0])
+    index = pd.read_csv(feature_cache(work, config) / "index.csv")
     out["clips"] = len(index)
     out["audio_s"] = float(index["duration"].sum())
     out["x_real_time"] = out["audio_s"] / out["extract_s"]

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from hmmclf.app.experiment import load_experiment
+from hmmclf.app.pipeline import features_dir_for
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -26,8 +29,9 @@ def _recording_run(calls: list[list[str]]):
     def run(cmd: list[str], work: Path):
         calls.append(cmd)
         if "extract" in cmd:
-            # Features other than the default's are cached in a folder of their own, as hmmclf does.
-            cache = work / "features" / ("config-0123" if "--config" in cmd else "")
+            # Where hmmclf keeps the cache: a folder of its own for features other than the default's.
+            config = cmd[cmd.index("--config") + 1] if "--config" in cmd else None
+            cache = features_dir_for(work / "features", load_experiment(config).features if config else None)
             cache.mkdir(parents=True, exist_ok=True)
             (cache / "index.csv").write_text("file,duration\na.wav,2.0\nb.wav,3.0\n")
         if "cv" in cmd:
@@ -40,7 +44,7 @@ def _recording_run(calls: list[list[str]]):
     return run
 
 
-@pytest.mark.parametrize("config", [None, "tuned-length"])
+@pytest.mark.parametrize("config", [None, "tuned-length", "plain-argmax"])  # the last has features of its own
 def test_benchmark_runs_extract_cv_and_train_with_the_chosen_configuration(benchmark, monkeypatch, tmp_path, config):
     calls: list[list[str]] = []
     monkeypatch.setattr(benchmark, "run", _recording_run(calls))
